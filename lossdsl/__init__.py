@@ -1,0 +1,48 @@
+"""lossdsl: write a loss once, get fused value, gradient and Hessian kernels.
+
+Only re-exports from `api`; see README.md for the language and the API.
+"""
+
+__version__ = "0.1.0"
+
+from lossdsl.api import (  # noqa: E402
+    Loss,
+    ParamInfo,
+    available,
+    compile,
+    get,
+    is_builtin,
+    load,
+    register,
+)
+from lossdsl.errors import (  # noqa: E402
+    DerivationError,
+    KernelCompileError,
+    LossDSLError,
+    SpecDomainError,
+    SpecNameError,
+    SpecShapeError,
+    SpecSyntaxError,
+    UnknownLossError,
+    UnsupportedError,
+)
+
+__all__ = [
+    "DerivationError",
+    "KernelCompileError",
+    "Loss",
+    "LossDSLError",
+    "ParamInfo",
+    "SpecDomainError",
+    "SpecNameError",
+    "SpecShapeError",
+    "SpecSyntaxError",
+    "UnknownLossError",
+    "UnsupportedError",
+    "available",
+    "compile",
+    "get",
+    "is_builtin",
+    "load",
+    "register",
+]

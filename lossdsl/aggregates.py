@@ -1,0 +1,121 @@
+"""Aggregate lifting: the table of named row aggregates, gathers and batch totals.
+
+Every reduction in a loss becomes a symbol (`_q0`, `_q1`, ...) defined by a `Quantity`, so the
+loss body and its derivatives are ordinary SymPy expressions of inputs, parameters and these
+symbols. Sums are split by linearity (`sum(q * (x - m))` -> `sum(q*x) - m * sum(q)`) so that as
+many aggregates as possible are computed in the same pass over a row. Identical aggregates are
+shared. Used by `lower` (to build the table) and `derive` (to add derivative aggregates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+# An expanded summand may grow by at most this factor before we keep it unexpanded.
+_EXPAND_GROWTH = 4
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One lifted value, computed once per sample (row ops) or once per batch (totals).
+
+    op: 'sum' or 'max' over the axis; 'gather' at `index`; 'total' over the batch; 'adjoint'
+    (a batch sum of a per-sample adjoint, used by the gradient of batch totals).
+    """
+
+    symbol: sp.Symbol
+    op: str
+    expr: sp.Expr
+    index: sp.Expr | None = None
+    differentiable: bool = True
+
+
+ROW_OPS = ("sum", "max", "gather")
+BATCH_OPS = ("total", "adjoint")
+
+
+class Aggregates:
+    """A growing table of quantities; element symbols are those that vary along the axis."""
+
+    def __init__(
+        self, element_symbols: frozenset[sp.Symbol], index: sp.Symbol, size: sp.Expr
+    ) -> None:
+        self.element_symbols = element_symbols
+        self.index = index
+        self.size = size
+        self.items: dict[sp.Symbol, Quantity] = {}
+        self._keys: dict[tuple[object, ...], sp.Symbol] = {}
+
+    def copy(self) -> Aggregates:
+        other = Aggregates(self.element_symbols, self.index, self.size)
+        other.items = dict(self.items)
+        other._keys = dict(self._keys)
+        return other
+
+    @property
+    def symbols(self) -> frozenset[sp.Symbol]:
+        return frozenset(self.items)
+
+    def element_dependent(self, expr: sp.Expr) -> bool:
+        free = expr.free_symbols
+        return bool(free & self.element_symbols) or self.index in free
+
+    def row_sum(self, expr: sp.Expr, positive: bool = False) -> sp.Expr:
+        const, parts = self._split(expr)
+        out = const * self.size
+        for dep, coeff in parts:
+            pos = positive and len(parts) == 1 and coeff == 1
+            out += coeff * self._new("sum", dep, None, True, pos)
+        return out  # type: ignore[no-any-return]
+
+    def row_max(self, expr: sp.Expr, differentiable: bool = True) -> sp.Expr:
+        if not self.element_dependent(expr):
+            return expr
+        return self._new("max", expr, None, differentiable, False)
+
+    def gather(self, expr: sp.Expr, index: sp.Expr) -> sp.Expr:
+        const, parts = self._split(expr)
+        out = const
+        for dep, coeff in parts:
+            out += coeff * self._new("gather", dep, index, True, False)
+        return out  # type: ignore[no-any-return]
+
+    def total(self, expr: sp.Expr) -> sp.Expr:
+        return self._new("total", expr, None, True, False)
+
+    def adjoint(self, expr: sp.Expr) -> sp.Expr:
+        if expr == 0:
+            return sp.S.Zero
+        return self._new("adjoint", expr, None, True, False)
+
+    def _new(
+        self, op: str, expr: sp.Expr, index: sp.Expr | None, differentiable: bool, positive: bool
+    ) -> sp.Symbol:
+        key = (op, expr, index, differentiable)
+        if key in self._keys:
+            return self._keys[key]
+        assumptions = {"positive": True} if positive else {"real": True}
+        symbol = sp.Symbol(f"_q{len(self.items)}", **assumptions)
+        self.items[symbol] = Quantity(symbol, op, expr, index, differentiable)
+        self._keys[key] = symbol
+        return symbol
+
+    def _split(self, expr: sp.Expr) -> tuple[sp.Expr, list[tuple[sp.Expr, sp.Expr]]]:
+        """expr = const + sum(coeff * part): parts depend on the element, coefficients do not."""
+        if not self.element_dependent(expr):
+            return expr, []
+        expanded = sp.expand_mul(expr)
+        if sp.count_ops(expanded) > _EXPAND_GROWTH * sp.count_ops(expr) + 8:
+            expanded = expr
+        const: sp.Expr = sp.S.Zero
+        parts: dict[sp.Expr, sp.Expr] = {}
+        elems = sorted(self.element_symbols | {self.index}, key=str)
+        for term in sp.Add.make_args(expanded):
+            coeff, dep = term.as_independent(*elems, as_Add=False)
+            if dep == 1:
+                const += coeff
+            else:
+                parts[dep] = parts.get(dep, sp.S.Zero) + coeff
+        return const, [(d, c) for d, c in parts.items() if c != 0]

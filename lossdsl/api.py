@@ -1,0 +1,488 @@
+"""The public surface: `compile`, `load`, `get`, `available`, `register` and `Loss`.
+
+A `Loss` binds a checked definition to a target. Kernels are loaded on first use from the
+content-addressed cache (deriving and generating source only if the cache lacks it); the
+derivation itself is computed lazily for `explain`. Calls validate inputs, dtypes, shapes and
+parameter domains before any kernel runs, and report problems as `LossDSLError`s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from lossdsl import codegen, ir, runtime
+from lossdsl.check import check_spec
+from lossdsl.derive import Derived, derive
+from lossdsl.errors import SpecDomainError, SpecShapeError, UnknownLossError, did_you_mean
+from lossdsl.explain import explain as _explain
+from lossdsl.lower import lower
+from lossdsl.parse import parse_spec
+from lossdsl.registry import Registry
+
+_MODES = {"mean": 0, "sum": 1, "none": 2}
+# Samples per block scale so one block holds about this many elements: big enough to amortise
+# the per-block partial sum, small enough that every core gets blocks.
+_BLOCK_ELEMENTS = 16_384
+# Below this many elements a serial kernel beats thread start-up.
+_PARALLEL_ELEMENTS = 65_536
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """A parameter a search can enumerate: name, kind, default, domain, axis."""
+
+    name: str
+    kind: str
+    default: float
+    domain: str | None
+    axis: str | None
+
+
+class Loss:
+    """A compiled loss: call it for the value, or ask for gradients and Hessian diagonals."""
+
+    def __init__(self, definition: ir.LossDef, target: str = "cpu") -> None:
+        if target not in codegen.TARGETS:
+            raise UnknownLossError(
+                f"unknown target '{target}'", hint=f"targets: {', '.join(codegen.TARGETS)}"
+            )
+        self.definition = definition
+        self.target = target
+        self._module: ModuleType | None = None
+        self._derived: Derived | None = None
+        self._key = runtime.cache_key(ir.fingerprint(definition), target)
+
+    # -- description --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def task(self) -> str:
+        return self.definition.task
+
+    @property
+    def activation(self) -> str:
+        return self.definition.activation
+
+    @property
+    def doc(self) -> str:
+        return self.definition.doc
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(i.name for i in self.definition.inputs)
+
+    @property
+    def wrt(self) -> tuple[str, ...]:
+        return self.definition.wrt
+
+    @property
+    def reduction(self) -> str:
+        return self.definition.reduction
+
+    @property
+    def params(self) -> tuple[ParamInfo, ...]:
+        return tuple(
+            ParamInfo(p.name, p.kind, p.default, str(p.domain) if p.domain else None, p.axis)
+            for p in self.definition.params
+        )
+
+    def __repr__(self) -> str:
+        return f"<lossdsl.Loss {self.name} ({', '.join(self.inputs)}) target={self.target}>"
+
+    def derived(self) -> Derived:
+        if self._derived is None:
+            self._derived = derive(lower(self.definition))
+        return self._derived
+
+    def explain(self, latex: bool = False) -> str:
+        """Value, gradient and Hessian diagonal as readable formulas."""
+        return _explain(self.derived(), latex)
+
+    def source(self) -> str:
+        """The generated kernel module."""
+        return codegen.TARGETS[self.target](self.derived()).text
+
+    @property
+    def source_path(self) -> Path:
+        return runtime.module_path(self._key)
+
+    def compile(self) -> Loss:
+        """Load (and if needed generate) the kernel module now rather than on first call."""
+        self._kernels()
+        return self
+
+    def _kernels(self) -> ModuleType:
+        if self._module is None:
+            self._module = runtime.load_module(self._key, self.source)
+        return self._module
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any) -> Any:
+        """The loss value: a scalar for mean/sum, per-sample values for reduction='none'."""
+        return self._run("value", args, kw, reduction, sample_weight)[0]
+
+    def value_and_grad(
+        self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any
+    ) -> tuple[Any, Any]:
+        """(value, gradient); several `wrt` inputs give a tuple of gradients."""
+        value, grads, _ = self._run("grad", args, kw, reduction, sample_weight)
+        return value, grads
+
+    def grad(self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any) -> Any:
+        return self.value_and_grad(*args, reduction=reduction, sample_weight=sample_weight, **kw)[1]
+
+    def hessian_diag(
+        self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any
+    ) -> Any:
+        """Diagonal of the Hessian of the reduced loss, shaped like each `wrt` input."""
+        return self._run("hess", args, kw, reduction, sample_weight)[2]
+
+    def value_grad_hess(
+        self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any
+    ) -> tuple[Any, Any, Any]:
+        """Value, gradient and Hessian diagonal from one fused pass."""
+        return self._run("hess", args, kw, reduction, sample_weight)
+
+    def _run(
+        self,
+        mode: str,
+        args: tuple[Any, ...],
+        kw: dict[str, Any],
+        reduction: str | None,
+        weight: Any,
+    ) -> tuple[Any, Any, Any]:
+        call = _bind(self.definition, args, kw, reduction, weight)
+        n, dtype = call.n, call.dtype
+        wrt = self.definition.wrt
+        grads = [np.empty(call.flat_shape(x), dtype) for x in wrt] if mode != "value" else []
+        hess = [np.empty(call.flat_shape(x), dtype) for x in wrt] if mode == "hess" else []
+        out = np.empty(n if call.mode == 2 else 0, dtype)
+        if n == 0:
+            value: Any = (np.nan if call.mode == 0 else 0.0)
+            for g in grads + hess:
+                g.fill(0)
+        else:
+            elements = n * max(call.axis_len, 1)
+            entry = codegen.base.entry_name(mode, call.dtag, elements >= _PARALLEL_ELEMENTS)
+            block = max(1, _BLOCK_ELEMENTS // max(call.axis_len, 1))
+            kernel_args = (*call.arrays, *call.params, call.sw, call.mode, block, out, *grads, *hess)
+            value, bad = runtime.run_kernel(self._kernels(), entry, kernel_args)
+            if bad:
+                raise SpecShapeError(
+                    f"{bad} sample(s) have a label outside [0, {call.axis_len}) "
+                    f"for loss '{self.name}'",
+                    hint="labels index the class axis; mark ignored rows with a zero weight",
+                )
+        result = out.reshape(call.batch) if call.mode == 2 else dtype.type(value)
+        shaped_g = [g.reshape(call.shape_of(x)) for g, x in zip(grads, wrt, strict=False)]
+        shaped_h = [h.reshape(call.shape_of(x)) for h, x in zip(hess, wrt, strict=False)]
+        return result, _one_or_tuple(shaped_g), _one_or_tuple(shaped_h)
+
+
+def _one_or_tuple(items: list[np.ndarray]) -> Any:
+    if not items:
+        return None
+    return items[0] if len(items) == 1 else tuple(items)
+
+
+@dataclass
+class _Call:
+    """A validated call: flattened arrays, typed parameters, the batch shape."""
+
+    dtype: np.dtype[Any]
+    dtag: str
+    batch: tuple[int, ...]
+    n: int
+    axis_len: int
+    arrays: list[np.ndarray]
+    params: list[Any]
+    sw: np.ndarray
+    mode: int
+    shapes: dict[str, tuple[int, ...]]
+    axis_inputs: frozenset[str]
+
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        return self.shapes[name]
+
+    def flat_shape(self, name: str) -> tuple[int, ...]:
+        return (self.n, self.axis_len) if name in self.axis_inputs else (self.n,)
+
+
+def _bind(
+    loss: ir.LossDef, args: tuple[Any, ...], kw: dict[str, Any], reduction: str | None, weight: Any
+) -> _Call:
+    if "weight" in kw and all(p.name != "weight" for p in loss.params):
+        # `weight=` means per-sample weights unless the loss has a parameter of that name.
+        if weight is not None:
+            raise SpecShapeError("pass per-sample weights once, as sample_weight=")
+        weight = kw.pop("weight")
+    given = _assign_inputs(loss, args, kw)
+    dtype = _compute_dtype(loss, given)
+    arrays = {name: _as_array(loss, name, value, dtype) for name, value in given.items()}
+    axis_len = _axis_len(loss, arrays)
+    batch = _batch_shape(loss, arrays)
+    n = math.prod(batch)
+    flat = []
+    for inp in loss.inputs:
+        a = arrays[inp.name]
+        full = batch + ((axis_len,) if inp.axis else ())
+        flat.append(np.broadcast_to(a, full).reshape((n, axis_len) if inp.axis else (n,)))
+    params = [_param_value(p, kw.pop(p.name, p.default), dtype, axis_len) for p in loss.params]
+    if kw:
+        bad = next(iter(kw))
+        known = [p.name for p in loss.params] + [i.name for i in loss.inputs]
+        raise SpecShapeError(
+            f"loss '{loss.name}' has no parameter or input '{bad}'",
+            hint=did_you_mean(bad, known) or f"parameters: {', '.join(p.name for p in loss.params) or 'none'}",
+        )
+    mode = _reduction(loss, reduction)
+    sw = np.empty(0, dtype)
+    if weight is not None:
+        w = np.asarray(weight, dtype=dtype)
+        try:
+            sw = np.ascontiguousarray(np.broadcast_to(w, batch).reshape(n))
+        except ValueError:
+            raise SpecShapeError(
+                f"weight of shape {w.shape} does not broadcast to the batch shape {batch}"
+            ) from None
+    shapes = {name: arrays[name].shape for name in loss.wrt}
+    dtag = "f32" if dtype == np.float32 else "f64"
+    axis_inputs = frozenset(i.name for i in loss.inputs if i.axis)
+    return _Call(dtype, dtag, batch, n, axis_len, flat, params, sw, mode, shapes, axis_inputs)
+
+
+def _assign_inputs(loss: ir.LossDef, args: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:
+    names = [i.name for i in loss.inputs]
+    if len(args) > len(names):
+        raise SpecShapeError(
+            f"loss '{loss.name}' takes {len(names)} inputs ({', '.join(names)}), got {len(args)}"
+        )
+    given = dict(zip(names, args, strict=False))
+    for name in names[len(args) :]:
+        if name not in kw:
+            raise SpecShapeError(
+                f"loss '{loss.name}' is missing input '{name}'",
+                hint=f"call it as loss({', '.join(names)})",
+            )
+        given[name] = kw.pop(name)
+    return given
+
+
+def _compute_dtype(loss: ir.LossDef, given: dict[str, Any]) -> np.dtype[Any]:
+    dtypes = {}
+    for name in loss.wrt:
+        a = np.asarray(given[name])
+        if a.dtype.kind in "iub" and not isinstance(given[name], np.ndarray):
+            a = a.astype(np.float64)
+        if a.dtype not in (np.float32, np.float64):
+            raise SpecShapeError(
+                f"input '{name}' of loss '{loss.name}' has dtype {a.dtype}; it is differentiated, "
+                "so it must be float32 or float64",
+                hint=f"convert it, e.g. {name}.astype(np.float32)",
+            )
+        dtypes[name] = a.dtype
+    if len(set(dtypes.values())) > 1:
+        shown = ", ".join(f"{k}: {v}" for k, v in dtypes.items())
+        raise SpecShapeError(
+            f"differentiated inputs of loss '{loss.name}' mix dtypes ({shown})",
+            hint="give them all the same float dtype",
+        )
+    return np.dtype(next(iter(dtypes.values())))
+
+
+def _as_array(loss: ir.LossDef, name: str, value: Any, dtype: np.dtype[Any]) -> np.ndarray:
+    inp = loss.input(name)
+    a = np.asarray(value)
+    if inp.kind == "int":
+        if a.dtype.kind not in "iu":
+            if a.dtype.kind == "f" and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+                return a.astype(np.int64)
+            raise SpecShapeError(
+                f"input '{name}' of loss '{loss.name}' holds integer labels, got dtype {a.dtype}",
+                hint=f"pass {name}.astype(np.int64)",
+            )
+        return a if a.dtype in (np.int32, np.int64) else a.astype(np.int64)
+    if a.dtype.kind not in "fiub":
+        raise SpecShapeError(f"input '{name}' of loss '{loss.name}' has dtype {a.dtype}")
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+def _axis_len(loss: ir.LossDef, arrays: dict[str, np.ndarray]) -> int:
+    sizes = {}
+    for inp in loss.inputs:
+        if inp.axis is None:
+            continue
+        a = arrays[inp.name]
+        if a.ndim == 0:
+            raise SpecShapeError(
+                f"input '{inp.name}' of loss '{loss.name}' needs a trailing axis {inp.axis}, "
+                "got a scalar"
+            )
+        sizes[inp.name] = a.shape[-1]
+    if not sizes:
+        return 0
+    if len(set(sizes.values())) > 1:
+        shown = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+        raise SpecShapeError(
+            f"inputs of loss '{loss.name}' disagree on the length of axis {loss.axis} ({shown})"
+        )
+    size = next(iter(sizes.values()))
+    if size == 0:
+        raise SpecShapeError(f"axis {loss.axis} of loss '{loss.name}' is empty")
+    return int(size)
+
+
+def _batch_shape(loss: ir.LossDef, arrays: dict[str, np.ndarray]) -> tuple[int, ...]:
+    shapes = {
+        inp.name: arrays[inp.name].shape[:-1] if inp.axis else arrays[inp.name].shape
+        for inp in loss.inputs
+    }
+    try:
+        batch = tuple(np.broadcast_shapes(*shapes.values()))
+    except ValueError:
+        shown = ", ".join(f"{k}: {v}" for k, v in shapes.items())
+        raise SpecShapeError(
+            f"batch shapes of the inputs of loss '{loss.name}' do not broadcast ({shown})"
+        ) from None
+    for name in loss.wrt:
+        if shapes[name] != batch:
+            raise SpecShapeError(
+                f"input '{name}' has batch shape {shapes[name]} but the batch is {batch}",
+                hint="a differentiated input must not be broadcast",
+            )
+    return batch
+
+
+def _param_value(p: ir.Param, value: Any, dtype: np.dtype[Any], axis_len: int) -> Any:
+    if p.axis is not None:
+        arr = np.asarray(value, dtype=dtype)
+        if arr.ndim == 0:
+            arr = np.full(axis_len, arr, dtype)
+        if arr.shape != (axis_len,):
+            raise SpecShapeError(
+                f"parameter '{p.name}' needs shape ({axis_len},), got {arr.shape}"
+            )
+        if p.domain is not None and not all(p.domain.contains(float(v)) for v in arr):
+            raise SpecDomainError(
+                f"parameter '{p.name}' has values outside its domain {p.domain}", p.span
+            )
+        return np.ascontiguousarray(arr)
+    if isinstance(value, np.ndarray) and value.ndim != 0:
+        raise SpecShapeError(f"parameter '{p.name}' is a scalar, got an array of shape {value.shape}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SpecShapeError(f"parameter '{p.name}' must be a number, got {value!r}") from None
+    if p.kind == "int":
+        if not v.is_integer():
+            raise SpecDomainError(f"parameter '{p.name}' must be an integer, got {value!r}", p.span)
+        return np.int64(v)
+    if p.domain is not None and not p.domain.contains(v):
+        raise SpecDomainError(
+            f"parameter '{p.name}' = {value!r} is outside its domain {p.domain}",
+            p.span,
+        )
+    return dtype.type(v)
+
+
+def _reduction(loss: ir.LossDef, reduction: str | None) -> int:
+    chosen = reduction if reduction is not None else loss.reduction
+    if chosen not in _MODES:
+        raise SpecShapeError(
+            f"unknown reduction {chosen!r}", hint="reduction is 'mean', 'sum' or 'none'"
+        )
+    return _MODES[chosen]
+
+
+# -- module-level functions ------------------------------------------------------------------
+
+_REGISTRY: Registry | None = None
+_LOSSES: dict[tuple[str, str], Loss] = {}
+
+
+def _registry() -> Registry:
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry()
+    return _REGISTRY
+
+
+def get(name: str, target: str = "cpu") -> Loss:
+    """A registered loss by name (built-in or user), compiled for `target`.
+
+    Raises:
+        UnknownLossError: no loss of that name; the hint lists close matches.
+    """
+    key = (name, target)
+    if key not in _LOSSES:
+        _LOSSES[key] = Loss(_registry().definition(name), target)
+    return _LOSSES[key]
+
+
+def available(task: str | None = None) -> list[str]:
+    """Names of every registered loss, optionally only those declaring `task`."""
+    reg = _registry()
+    if task is None:
+        return reg.names()
+    return [n for n in reg.names() if reg.definition(n).task == task]
+
+
+def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:  # noqa: A001
+    """Compile spec text. With several losses in the text, `name` picks one (default: last)."""
+    return _from_source(source, "<string>", name, target)
+
+
+def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss:
+    """Compile a spec file. With several losses in it, `name` picks one (default: last)."""
+    p = Path(path)
+    return _from_source(p.read_text(encoding="utf-8"), str(p), name, target)
+
+
+def _from_source(source: str, file: str, name: str | None, target: str) -> Loss:
+    losses = check_spec(parse_spec(source, file), _registry().resolve)
+    if not losses:
+        raise SpecShapeError(f"{file} defines no loss", hint="start one with: loss name(pred, target):")
+    chosen = losses[-1] if name is None else next((l for l in losses if l.name == name), None)
+    if chosen is None:
+        raise UnknownLossError(
+            f"{file} defines no loss named '{name}'",
+            hint=did_you_mean(name or "", [l.name for l in losses]),
+        )
+    return Loss(chosen, target)
+
+
+def register(loss_or_path: Loss | str | Path, replace: bool = False) -> list[str]:
+    """Make user losses available by name beside the built-ins.
+
+    Args:
+        loss_or_path: a `Loss`, or a spec file, or a directory of `*.loss` files.
+        replace: allow shadowing an existing loss of the same name.
+
+    Returns:
+        The names registered.
+    """
+    reg = _registry()
+    if isinstance(loss_or_path, Loss):
+        reg.register_definition(loss_or_path.definition, replace)
+        names = [loss_or_path.name]
+    else:
+        names = reg.register_file(Path(loss_or_path), replace)
+    for n in names:
+        for key in [k for k in _LOSSES if k[0] == n]:
+            del _LOSSES[key]
+    return names
+
+
+def is_builtin(name: str) -> bool:
+    return _registry().is_builtin(name)
+

@@ -1,0 +1,10 @@
+"""Code generation targets, by name. Each target turns a `Derived` bundle into module text."""
+
+from __future__ import annotations
+
+from lossdsl.codegen import cpu
+from lossdsl.codegen.base import GenerateFn
+
+TARGETS: dict[str, GenerateFn] = {
+    cpu.NAME: cpu.generate,
+}

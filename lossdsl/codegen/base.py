@@ -1,0 +1,405 @@
+"""Shared code generation: the printer and the per-sample body every target wraps.
+
+`KernelPrinter` turns SymPy into Python/Numba expression text with literals typed for the
+kernel's dtype (so float32 kernels stay float32) and primitives mapped through the target's
+`FUNCTIONS` table; a primitive without a mapping raises `UnsupportedError`. `BodyEmitter`
+schedules the lifted aggregates into passes over a row (by dependency level), prints gathers,
+hoists element-independent work out of the element loop and applies CSE shared by value,
+gradient and Hessian. Output is text only: this package never imports numba.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from lossdsl import primitives as P
+from lossdsl.aggregates import BATCH_OPS, Quantity
+from lossdsl.derive import COEF, Derived
+from lossdsl.errors import UnsupportedError
+
+DTYPES = ("f32", "f64")
+MODES = ("value", "grad", "hess")
+_RESERVED = {
+    "math", "np", "numba", "cuda", "prange", "range", "min", "max", "abs", "int", "float",
+    "len", "bool", "print", "True", "False", "None", "e", "pi", "inf",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """Generated module text for one loss and target, with its entry points."""
+
+    loss: str
+    target: str
+    text: str
+    entry_points: tuple[str, ...]
+
+
+def user_name(name: str) -> str:
+    """A user identifier as printed in generated code (never clashes with ours: `_`-prefixed)."""
+    if keyword.iskeyword(name) or name in _RESERVED:
+        return f"_u_{name}"
+    return name
+
+
+def entry_name(mode: str, dtype: str, parallel: bool) -> str:
+    return f"{mode}_{dtype}" + ("" if parallel else "_serial")
+
+
+def literal(value: Any, dtype: str) -> str:
+    """A float literal of the kernel dtype."""
+    v = float(value)
+    if v != v:
+        text = "np.nan"
+    elif v in (float("inf"), float("-inf")):
+        text = "np.inf" if v > 0 else "-np.inf"
+    else:
+        text = repr(v)
+    return text if dtype == "f64" else f"np.float32({text})"
+
+
+class KernelPrinter(PythonCodePrinter):  # type: ignore[misc]
+    """SymPy -> expression text for a Numba target, typed literals, primitive table."""
+
+    def __init__(self, dtype: str, functions: Mapping[str, str], target: str) -> None:
+        super().__init__({"fully_qualified_modules": False, "standard": "python3"})
+        self.dtype = dtype
+        self.functions = functions
+        self.target = target
+
+    def lit(self, value: Any) -> str:
+        return literal(value, self.dtype)
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        name = str(expr.name)
+        return name if name.startswith("_") else user_name(name)
+
+    def _print_Integer(self, expr: sp.Integer) -> str:
+        return self.lit(int(expr))
+
+    _print_Float = _print_Integer
+
+    def _print_Rational(self, expr: sp.Rational) -> str:
+        return self.lit(float(expr))
+
+    def _print_Half(self, expr: sp.Expr) -> str:
+        return self.lit(0.5)
+
+    _print_One = _print_Integer
+    _print_Zero = _print_Integer
+    _print_NegativeOne = _print_Integer
+
+    def _print_Infinity(self, expr: sp.Expr) -> str:
+        return self.lit(float("inf"))
+
+    def _print_NegativeInfinity(self, expr: sp.Expr) -> str:
+        return self.lit(float("-inf"))
+
+    def _print_NaN(self, expr: sp.Expr) -> str:
+        return self.lit(float("nan"))
+
+    def _print_Pi(self, expr: sp.Expr) -> str:
+        return self.lit(3.141592653589793)
+
+    def _print_Exp1(self, expr: sp.Expr) -> str:
+        return self.lit(2.718281828459045)
+
+    def _print_BooleanTrue(self, expr: sp.Expr) -> str:
+        return "True"
+
+    def _print_BooleanFalse(self, expr: sp.Expr) -> str:
+        return "False"
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        base, exp = expr.args
+        b = self.parenthesize(base, 1000)
+        if exp.is_Integer and 1 <= int(exp) <= 4:
+            return "(" + "*".join([b] * int(exp)) + ")"
+        if exp.is_Integer and -4 <= int(exp) <= -1:
+            return f"({self.lit(1)}/(" + "*".join([b] * -int(exp)) + "))"
+        if exp == sp.Rational(1, 2):
+            return f"math.sqrt({self._print(base)})"
+        if exp == sp.Rational(-1, 2):
+            return f"({self.lit(1)}/math.sqrt({self._print(base)}))"
+        return f"({b}**{self.parenthesize(exp, 1000)})"
+
+    def _print_Relational(self, expr: sp.Expr) -> str:
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
+        return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"
+
+    def _print_And(self, expr: sp.Expr) -> str:
+        return "(" + " & ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Or(self, expr: sp.Expr) -> str:
+        return "(" + " | ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Not(self, expr: sp.Expr) -> str:
+        return f"(not {self._print(expr.args[0])})"
+
+    def _print_Where(self, expr: sp.Expr) -> str:
+        cond, a, b = (self._print(x) for x in expr.args)
+        return f"({a} if {cond} else {b})"
+
+    def _print_Function(self, expr: sp.Expr) -> str:
+        name = type(expr).__name__
+        template = self.functions.get(name)
+        if template is None:
+            raise UnsupportedError(
+                f"target '{self.target}' has no mapping for primitive '{name}'",
+                hint="add it to the target's FUNCTIONS table",
+            )
+        return template.format(*(self._print(a) for a in expr.args), s=self.dtype)
+
+    # SymPy's own functions dispatch through their class names too.
+    def _print_exp(self, expr: sp.Expr) -> str:
+        return self._print_Function(expr)
+
+    _print_log = _print_exp
+    _print_tanh = _print_exp
+    _print_sinh = _print_exp
+    _print_cosh = _print_exp
+    _print_sin = _print_exp
+    _print_cos = _print_exp
+    _print_Abs = _print_exp
+
+
+def primitive_names() -> tuple[str, ...]:
+    """Every function class a target must map."""
+    builtin = ("exp", "log", "tanh", "sinh", "cosh", "sin", "cos")
+    return builtin + tuple(cls.__name__ for cls in P.PRIMITIVES if cls is not P.Where)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the body reads its data; the defaults are the CPU/thread-per-sample layout."""
+
+    sample: str = "_i"
+    element: str = "_c"
+    axis_len: str = "_nc"
+
+
+class BodyEmitter:
+    """Prints the per-sample computation of a `Derived` bundle for one dtype."""
+
+    def __init__(
+        self,
+        derived: Derived,
+        dtype: str,
+        functions: Mapping[str, str],
+        target: str,
+        layout: Layout = Layout(),
+    ) -> None:
+        self.derived = derived
+        self.lowered = derived.lowered
+        self.dtype = dtype
+        self.layout = layout
+        self.printer = KernelPrinter(dtype, functions, target)
+        self.quantities = {q.symbol: q for q in derived.quantities}
+        self.elements = self.lowered.element_symbols
+        self.index = self.lowered.index
+        self._temps = 0
+        self._levels: dict[sp.Symbol, int] = {}
+        self.arrays = {s: f"_a_{n}" for n, s in self.lowered.inputs.items()}
+        self.arrays.update({s: f"_p_{n}" for n, s in self.lowered.params.items()})
+
+    # -- naming -------------------------------------------------------------------------------
+
+    def expr(self, e: sp.Expr) -> str:
+        return str(self.printer.doprint(e))
+
+    def name(self, s: sp.Symbol) -> str:
+        return str(self.printer.doprint(s))
+
+    def lit(self, v: float) -> str:
+        return self.printer.lit(v)
+
+    def fresh(self, prefix: str) -> sp.Symbol:
+        self._temps += 1
+        return sp.Symbol(f"{prefix}{self._temps}", real=True)
+
+    # -- analysis -----------------------------------------------------------------------------
+
+    def quantity_closure(self, exprs: Iterable[sp.Expr]) -> list[Quantity]:
+        """Every quantity the expressions need, dependencies first (table order)."""
+        seen: set[sp.Symbol] = set()
+        stack = [s for e in exprs for s in e.free_symbols if s in self.quantities]
+        while stack:
+            s = stack.pop()
+            if s in seen:
+                continue
+            seen.add(s)
+            q = self.quantities[s]
+            deps = q.expr.free_symbols | (q.index.free_symbols if q.index is not None else set())
+            stack.extend(d for d in deps if d in self.quantities)
+        return [q for q in self.derived.quantities if q.symbol in seen]
+
+    def level(self, q: Quantity) -> int:
+        """Row pass in which `q` is known: sums/maxes need one pass past their inputs."""
+        if q.op in BATCH_OPS:
+            return 0
+        if q.symbol not in self._levels:
+            deps = q.expr.free_symbols | (q.index.free_symbols if q.index is not None else set())
+            base = max(
+                (self.level(self.quantities[d]) for d in deps if d in self.quantities), default=0
+            )
+            self._levels[q.symbol] = base + (0 if q.op == "gather" else 1)
+        return self._levels[q.symbol]
+
+    def element_dependent(self, e: sp.Expr) -> bool:
+        free = e.free_symbols
+        return bool(free & self.elements) or self.index in free
+
+    # -- printing blocks ----------------------------------------------------------------------
+
+    def assign(self, targets: Sequence[tuple[str, sp.Expr]], indent: str) -> list[str]:
+        """CSE over all targets, then `name = expr` lines."""
+        if not targets:
+            return []
+        names, exprs = zip(*targets, strict=True)
+        temps, reduced = sp.cse(list(exprs), symbols=self._temp_symbols(), order="canonical")
+        lines = [f"{indent}{self.name(t)} = {self.expr(v)}" for t, v in temps]
+        lines += [f"{indent}{n} = {self.expr(v)}" for n, v in zip(names, reduced, strict=True)]
+        return lines
+
+    def _temp_symbols(self) -> Iterator[sp.Symbol]:
+        while True:
+            yield self.fresh("_t")
+
+    def loads(self, symbols: Iterable[sp.Symbol], indent: str, at: str | None = None) -> list[str]:
+        """Read the sample's (or, for elements, the current position's) values."""
+        lines = []
+        lay = self.layout
+        for s in sorted(symbols, key=str):
+            if s not in self.arrays:
+                continue
+            array = self.arrays[s]
+            if s in self.elements:
+                pos = at if at is not None else lay.element
+                if s in self.lowered.params.values():
+                    lines.append(f"{indent}{self.name(s)} = {array}[{pos}]")
+                else:
+                    lines.append(f"{indent}{self.name(s)} = {array}[{lay.sample}, {pos}]")
+            elif s in self.lowered.inputs.values():
+                lines.append(f"{indent}{self.name(s)} = {array}[{lay.sample}]")
+        return lines
+
+    def hoist(self, exprs: Sequence[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
+        """Replace element-independent subtrees by symbols computed once per sample."""
+        defs: dict[sp.Expr, sp.Symbol] = {}
+
+        def name_of(e: sp.Expr) -> sp.Expr:
+            if e.is_Atom:
+                return e
+            if e not in defs:
+                defs[e] = self.fresh("_h")
+            return defs[e]
+
+        def visit(e: sp.Expr) -> sp.Expr:
+            if e.is_Atom:
+                return e
+            if not self.element_dependent(e):
+                return name_of(e)
+            if e.is_Add or e.is_Mul:
+                free = [a for a in e.args if not self.element_dependent(a)]
+                dep = [visit(a) for a in e.args if self.element_dependent(a)]
+                if free:
+                    dep.append(name_of(e.func(*free)))
+                return e.func(*dep)
+            return e.func(*[visit(a) for a in e.args])
+
+        out = [visit(e) for e in exprs]
+        return [(s, e) for e, s in defs.items()], out
+
+    def row_block(
+        self, exprs: Sequence[sp.Expr], indent: str, done: set[sp.Symbol] | None = None
+    ) -> list[str]:
+        """Compute the row quantities the expressions need and `done` lacks (updated)."""
+        done = set() if done is None else done
+        needed = [
+            q
+            for q in self.quantity_closure(exprs)
+            if q.op not in BATCH_OPS and q.symbol not in done
+        ]
+        if not needed:
+            return []
+        first_gather = not any(
+            s in self.quantities and self.quantities[s].op == "gather" for s in done
+        )
+        has_gather = any(q.op == "gather" for q in needed)
+        lines = [f"{indent}_badrow = False"] if has_gather and first_gather else []
+        top = max(self.level(q) for q in needed)
+        for lvl in range(top + 1):
+            reductions = [q for q in needed if q.op != "gather" and self.level(q) == lvl]
+            if reductions:
+                lines += self.row_pass(reductions, indent)
+            gathers = [q for q in needed if q.op == "gather" and self.level(q) == lvl]
+            by_index: dict[sp.Expr, list[Quantity]] = {}
+            for q in gathers:
+                by_index.setdefault(q.index, []).append(q)
+            for group in by_index.values():
+                lines += self.gather(group, indent)
+        done.update(q.symbol for q in needed)
+        return lines
+
+    def row_pass(self, qs: Sequence[Quantity], indent: str) -> list[str]:
+        """One loop over the row accumulating sums and maxima (float64 sums, NaN-sticky max)."""
+        inner = indent + "    "
+        defs, exprs = self.hoist([q.expr for q in qs])
+        lines = self.assign([(self.name(s), e) for s, e in defs], indent)
+        acc = {q.symbol: f"_s{q.symbol.name[2:]}" for q in qs}
+        for q in qs:
+            init = "0.0" if q.op == "sum" else self.lit(float("-inf"))
+            lines.append(f"{indent}{acc[q.symbol]} = {init}")
+        lines.append(f"{indent}for {self.layout.element} in range({self.layout.axis_len}):")
+        used = set().union(*(e.free_symbols for e in exprs))
+        lines += self.loads(used & self.elements, inner)
+        values = [(f"_v{q.symbol.name[2:]}", e) for q, e in zip(qs, exprs, strict=True)]
+        lines += self.assign(values, inner)
+        for q, (v, _) in zip(qs, values, strict=True):
+            a = acc[q.symbol]
+            if q.op == "sum":
+                lines.append(f"{inner}{a} += {v}")
+            else:
+                lines.append(f"{inner}{a} = {v} if ({v} > {a} or {v} != {v}) else {a}")
+        for q in qs:
+            a, name = acc[q.symbol], self.name(q.symbol)
+            if q.op == "sum":
+                lines.append(f"{indent}{name} = {self.cast(a)}")
+            elif q.differentiable:
+                lines.append(f"{indent}{name} = {a}")
+            else:
+                # A shift only selects a safe form: an infinite row max would make x - max NaN.
+                lines.append(f"{indent}{name} = {a} if abs({a}) < np.inf else {self.lit(0)}")
+        return lines
+
+    def cast(self, text: str) -> str:
+        return text if self.dtype == "f64" else f"np.float32({text})"
+
+    def gather(self, qs: Sequence[Quantity], indent: str) -> list[str]:
+        """Read elements at one integer index; an out-of-range index is flagged and clamped."""
+        index = qs[0].index
+        assert index is not None
+        k = f"_k{qs[0].symbol.name[2:]}"
+        lines = [f"{indent}{k} = int({self.expr(index)})"]
+        lines.append(f"{indent}if {k} < 0 or {k} >= {self.layout.axis_len}:")
+        lines.append(f"{indent}    _badrow = True")
+        lines.append(f"{indent}    {k} = 0")
+        used = set().union(*(q.expr.free_symbols for q in qs))
+        lines += self.loads(used & self.elements, indent, at=k)
+        at = sp.Symbol(k, integer=True)
+        targets = [(self.name(q.symbol), q.expr.subs(self.index, at)) for q in qs]
+        lines += self.assign(targets, indent)
+        return lines
+
+
+def coef_symbol() -> sp.Symbol:
+    return COEF
+
+
+GenerateFn = Callable[[Derived], KernelSource]

@@ -1,0 +1,189 @@
+"""Symbolic derivatives: `Lowered` -> `Derived` (gradient and Hessian diagonal per `wrt` input).
+
+The reduced loss is R = sum_i c_i * l_i (c_i = weight * scale). With batch totals T_m the
+per-sample function differentiated is Phi_i = c_i * l_i + sum_m Tbar_m * h_m(i), where
+Tbar_m = sum_i c_i dl_i/dT_m is a batch adjoint: that gives dR/dx exactly while each sample only
+sees its own inputs. Row aggregates are differentiated in forward mode: dQ/dx at the current
+element follows the chain rule through the aggregate table, adding derivative aggregates (sums
+of partials) as needed. The Hessian diagonal differentiates the gradient once more, this time
+through the totals and their adjoints too. Derivatives of selects stay selects (no Heaviside).
+Simplification is bounded: SymPy's automatic evaluation plus a size limit; CSE is the printer's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import sympy as sp
+
+from lossdsl import primitives as P
+from lossdsl.aggregates import Aggregates, Quantity
+from lossdsl.errors import DerivationError
+from lossdsl.lower import Lowered
+
+COEF = sp.Symbol("_coef", real=True)
+MAX_OPS = 40_000
+DEADLINE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Derived:
+    lowered: Lowered
+    quantities: tuple[Quantity, ...]
+    value: sp.Expr
+    weight: sp.Expr
+    grads: tuple[tuple[str, sp.Expr], ...]
+    hessians: tuple[tuple[str, sp.Expr], ...]
+
+    def quantity(self, symbol: sp.Symbol) -> Quantity:
+        return next(q for q in self.quantities if q.symbol == symbol)
+
+
+def derive(lowered: Lowered, hessian: bool = True) -> Derived:
+    """Differentiate a lowered loss with respect to each of its `wrt` inputs.
+
+    Returns:
+        `Derived`: the aggregate table (with derivative aggregates), the per-sample value and
+        weight, and per input the gradient and Hessian diagonal of the reduced loss, written
+        with the symbol `COEF` for the per-sample reduction coefficient.
+
+    Raises:
+        DerivationError: an expression grew past `MAX_OPS` or derivation ran past its deadline.
+    """
+    table = lowered.table.copy()
+    differ = _Differ(lowered, table)
+    grads, hessians = [], []
+    for name in lowered.loss.wrt:
+        x = lowered.inputs[name]
+        g = differ.d(differ.phi, x, full=False)
+        _check_size(g, lowered, name)
+        grads.append((name, g))
+        if hessian:
+            h = differ.d(g, x, full=True)
+            _check_size(h, lowered, name)
+            hessians.append((name, h))
+    return Derived(
+        lowered,
+        tuple(table.items.values()),
+        lowered.value,
+        lowered.weight,
+        tuple(grads),
+        tuple(hessians),
+    )
+
+
+def _check_size(expr: sp.Expr, lowered: Lowered, name: str) -> None:
+    if sp.count_ops(expr) > MAX_OPS:
+        raise DerivationError(
+            f"the derivative with respect to '{name}' grew past {MAX_OPS} operations",
+            lowered.loss.span,
+            lowered.loss.source,
+            "name repeated subexpressions or split the loss",
+        )
+
+
+class _Differ:
+    def __init__(self, lowered: Lowered, table: Aggregates) -> None:
+        self.lowered = lowered
+        self.table = table
+        self.elements = lowered.element_symbols
+        self.deadline = time.monotonic() + DEADLINE_S
+        self.memo: dict[tuple[sp.Symbol, sp.Symbol, bool], sp.Expr] = {}
+        value = lowered.value
+        self.totals = [q for q in table.items.values() if q.op == "total"]
+        # Tbar_m = sum_i c_i dl_i/dT_m, a batch adjoint per total.
+        self.tbar = {q.symbol: table.adjoint(COEF * sp.diff(value, q.symbol)) for q in self.totals}
+        self.tbar_of = {v: k for k, v in self.tbar.items() if isinstance(v, sp.Symbol)}
+        self.phi = COEF * value + sum(
+            (self.tbar[q.symbol] * q.expr for q in self.totals), sp.S.Zero
+        )
+
+    def d(self, expr: sp.Expr, x: sp.Symbol, full: bool) -> sp.Expr:
+        """Total derivative of `expr` w.r.t. `x` at the current element / sample."""
+        self._tick()
+        out = sp.diff(expr, x)
+        for q in sorted(expr.free_symbols & self.table.symbols, key=str):
+            dq = sp.diff(expr, q)
+            if dq == 0:
+                continue
+            jq = self.jacobian(q, x, full)
+            if jq != 0:
+                out += dq * jq
+        return out  # type: ignore[no-any-return]
+
+    def jacobian(self, q: sp.Symbol, x: sp.Symbol, full: bool) -> sp.Expr:
+        key = (q, x, full)
+        if key not in self.memo:
+            self.memo[key] = self._jacobian(self.table.items[q], x, full)
+        return self.memo[key]
+
+    def _jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
+        if q.op == "total":
+            # T is held fixed in the gradient (its effect is carried by Tbar), not in the Hessian.
+            return self.d(q.expr, x, full=False) if full else sp.S.Zero
+        if q.op == "adjoint":
+            return self._adjoint_jacobian(q, x) if full else sp.S.Zero
+        if q.op in ("sum", "max"):
+            return self._reduce_jacobian(q, x, full)
+        return self._gather_jacobian(q, x, full)
+
+    def _reduce_jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
+        if not q.differentiable:
+            return sp.S.Zero
+        f = q.expr
+        w = self._tie_weight(q) if q.op == "max" else sp.S.One
+        if x in self.elements:
+            out = w * sp.diff(f, x)
+        else:
+            out = self.table.row_sum(w * sp.diff(f, x))
+        for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
+            df = sp.diff(f, q2)
+            if df == 0:
+                continue
+            j2 = self.jacobian(q2, x, full)
+            if j2 != 0:
+                out += self.table.row_sum(w * df) * j2
+        return out  # type: ignore[no-any-return]
+
+    def _tie_weight(self, q: Quantity) -> sp.Expr:
+        # The maximum's gradient is shared evenly between tied elements (torch.amax).
+        hit = P.Where(sp.Eq(q.expr, q.symbol), sp.S.One, sp.S.Zero)
+        return hit / self.table.row_sum(hit)
+
+    def _gather_jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
+        f, index = q.expr, q.index
+        assert index is not None
+        if x in self.elements:
+            out = P.Where(sp.Eq(self.lowered.index, index), sp.diff(f, x), sp.S.Zero)
+        else:
+            out = self.table.gather(sp.diff(f, x), index)
+        for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
+            df = sp.diff(f, q2)
+            if df == 0:
+                continue
+            j2 = self.jacobian(q2, x, full)
+            if j2 != 0:
+                out += self.table.gather(df, index) * j2
+        return out  # type: ignore[no-any-return]
+
+    def _adjoint_jacobian(self, q: Quantity, x: sp.Symbol) -> sp.Expr:
+        total = self.tbar_of.get(q.symbol)
+        if total is None:
+            return sp.S.Zero  # a second-order adjoint: only needed to first order
+        value = self.lowered.value
+        out = self.d(COEF * sp.diff(value, total), x, full=False)
+        for other in self.totals:
+            v = self.table.adjoint(COEF * sp.diff(value, total, other.symbol))
+            if v != 0:
+                out += v * self.jacobian(other.symbol, x, True)
+        return out  # type: ignore[no-any-return]
+
+    def _tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise DerivationError(
+                f"derivation ran past {DEADLINE_S:g} s",
+                self.lowered.loss.span,
+                self.lowered.loss.source,
+                "simplify the loss or split it into named parts",
+            )

@@ -1,0 +1,105 @@
+"""Derived bundle -> readable formulas (plain text or LaTeX) for `Loss.explain` and `show`.
+
+Prints the per-sample value, the gradient and Hessian diagonal of one sample's loss (the
+reduction coefficient set to 1) and the definitions of the lifted aggregates, using the
+language's own function names. Presentation only: nothing here feeds code generation.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.str import StrPrinter
+
+from lossdsl.derive import COEF, Derived
+
+_NAMES = {
+    "Where": "where",
+    "Abs": "abs",
+    "Sign": "sign",
+    "Sigmoid": "sigmoid",
+    "Softplus": "softplus",
+    "LogSigmoid": "log_sigmoid",
+    "Log1p": "log1p",
+    "Expm1": "expm1",
+    "LogCosh": "logcosh",
+    "SafeSqrt": "sqrt",
+    "Xlogy": "xlogy",
+    "Maximum": "max",
+    "Minimum": "min",
+}
+
+
+class _Printer(StrPrinter):  # type: ignore[misc]
+    def _print_Function(self, expr: sp.Expr) -> str:
+        name = _NAMES.get(type(expr).__name__, type(expr).__name__)
+        return f"{name}({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        name = str(expr.name)
+        return name[1:] if name.startswith("_q") else name
+
+    def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:
+        return str(super()._print_Pow(expr, rational)).replace("**", "^")
+
+    def _print_Equality(self, expr: sp.Expr) -> str:
+        return f"{self._print(expr.lhs)} == {self._print(expr.rhs)}"
+
+    def _print_Unequality(self, expr: sp.Expr) -> str:
+        return f"{self._print(expr.lhs)} != {self._print(expr.rhs)}"
+
+
+def _text(expr: sp.Expr) -> str:
+    return str(_Printer().doprint(expr.subs(COEF, 1)))
+
+
+def _latex(expr: sp.Expr) -> str:
+    return str(sp.latex(expr.subs(COEF, 1)))
+
+
+def explain(derived: Derived, latex: bool = False) -> str:
+    """Formulas of a derived loss, one per line, followed by the aggregate definitions."""
+    show = _latex if latex else _text
+    loss = derived.lowered.loss
+    params = ", ".join(f"{p.name} = {p.default:g}" for p in loss.params)
+    inputs = ", ".join(i.name + (f"[{i.axis}]" if i.axis else "") for i in loss.inputs)
+    head = f"loss {loss.name}({inputs}{'; ' + params if params else ''})"
+    lines = [head, f"  reduce    {loss.reduction}" + (" weighted" if loss.weight is not None else "")]
+    lines.append(f"  value     l = {show(derived.value)}")
+    if loss.weight is not None:
+        lines.append(f"  weight    w = {show(derived.weight)}")
+    for name, g in derived.grads:
+        lines.append(f"  gradient  dl/d{name} = {show(g)}")
+    for name, h in derived.hessians:
+        lines.append(f"  hessian   d2l/d{name}2 = {show(h)}")
+    defs = _definitions(derived, show)
+    if defs:
+        lines.append("  where")
+        lines += [f"    {d}" for d in defs]
+    return "\n".join(lines)
+
+
+def _definitions(derived: Derived, show: object) -> list[str]:
+    axis = derived.lowered.loss.axis or "C"
+    index = derived.lowered.index
+    used: set[sp.Symbol] = set()
+    for e in [derived.value, derived.weight, *(g for _, g in derived.grads)]:
+        used |= e.free_symbols
+    for _, h in derived.hessians:
+        used |= h.free_symbols
+    out = []
+    render = show if callable(show) else _text
+    for q in derived.quantities:
+        name = q.symbol.name[1:]
+        body = render(q.expr.subs(index, sp.Symbol("c")))
+        if q.op == "sum":
+            out.append(f"{name} = sum[{axis}]({body})")
+        elif q.op == "max":
+            note = "" if q.differentiable else "   (shift for stability; not differentiated)"
+            out.append(f"{name} = max[{axis}]({body}){note}")
+        elif q.op == "gather":
+            out.append(f"{name} = ({body})[{render(q.index)}]")
+        elif q.op == "total":
+            out.append(f"{name} = total({body})   (over the batch)")
+        else:
+            out.append(f"{name} = total({body})   (batch adjoint of the totals)")
+    return out

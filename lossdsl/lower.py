@@ -1,0 +1,181 @@
+"""Checked IR -> SymPy (`ir.LossDef` -> `Lowered`).
+
+Inputs along the axis become *element* symbols (the value at the current position of the
+row), per-sample inputs and labels become sample symbols, parameters and the axis size become
+constants. Every reduction, gather and batch total is lifted into the `Aggregates` table through
+the builders of `functions.py`; calls of other losses are inlined. Naive unstable forms are
+rewritten to stable primitives as they are built. No differentiation here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sympy as sp
+
+from lossdsl import ir
+from lossdsl import primitives as P
+from lossdsl.aggregates import Aggregates
+from lossdsl.functions import AXIS_FUNCTIONS, FUNCTIONS
+
+INDEX = sp.Symbol("_c", integer=True, nonnegative=True)
+
+
+@dataclass(frozen=True)
+class Lowered:
+    loss: ir.LossDef
+    inputs: Mapping[str, sp.Symbol]
+    params: Mapping[str, sp.Symbol]
+    axis: sp.Symbol | None
+    index: sp.Symbol
+    table: Aggregates
+    value: sp.Expr
+    weight: sp.Expr
+
+    @property
+    def element_symbols(self) -> frozenset[sp.Symbol]:
+        return self.table.element_symbols
+
+
+def lower(loss: ir.LossDef) -> Lowered:
+    """Lower a checked loss to SymPy with its aggregates lifted.
+
+    Returns:
+        `Lowered`: symbols for inputs and parameters, the aggregate table, the per-sample value
+        and the per-sample reduction weight (1 when the spec declares none).
+    """
+    inputs = {i.name: _input_symbol(i) for i in loss.inputs}
+    params = {p.name: _param_symbol(p) for p in loss.params}
+    axis = sp.Symbol(loss.axis, positive=True, integer=True) if loss.axis else None
+    elements = frozenset(
+        [inputs[i.name] for i in loss.inputs if i.axis]
+        + [params[p.name] for p in loss.params if p.axis]
+    )
+    table = Aggregates(elements, INDEX, axis if axis is not None else sp.S.One)
+    env: dict[tuple[str, str], sp.Expr] = {("input", k): v for k, v in inputs.items()}
+    env.update({("param", k): v for k, v in params.items()})
+    if axis is not None:
+        env[("axis", loss.axis or "")] = axis
+    builder = _Lowerer(table, env, frozenset(inputs.values()))
+    value = builder.expr(loss.value)
+    weight = builder.expr(loss.weight) if loss.weight is not None else sp.S.One
+    return Lowered(loss, inputs, params, axis, INDEX, table, value, weight)
+
+
+def _input_symbol(i: ir.Input) -> sp.Symbol:
+    if i.kind == "int":
+        return sp.Symbol(i.name, integer=True)
+    return sp.Symbol(i.name, real=True)
+
+
+def _param_symbol(p: ir.Param) -> sp.Symbol:
+    if p.kind == "int":
+        return sp.Symbol(p.name, integer=True)
+    return sp.Symbol(p.name, real=True)
+
+
+def _const(value: float, kind: str) -> sp.Expr:
+    if value == float("inf"):
+        return sp.oo
+    if kind == "int" or float(value).is_integer():
+        return sp.Integer(int(value))
+    return sp.Rational(repr(value))
+
+
+class _Lowerer:
+    """Implements `functions.LoweringContext` over one aggregate table."""
+
+    def __init__(
+        self, table: Aggregates, env: dict[tuple[str, str], sp.Expr], varying: frozenset[sp.Symbol]
+    ) -> None:
+        self.table = table
+        self.env = env
+        self._varying = varying
+
+    # LoweringContext
+    @property
+    def axis_size(self) -> sp.Expr:
+        return self.table.size
+
+    def varying(self, expr: sp.Expr) -> bool:
+        free = expr.free_symbols
+        return bool(free & self._varying) or bool(free & self.table.symbols)
+
+    def row_sum(self, expr: sp.Expr, positive: bool = False) -> sp.Expr:
+        return self.table.row_sum(expr, positive)
+
+    def row_max(self, expr: sp.Expr, differentiable: bool = True) -> sp.Expr:
+        return self.table.row_max(expr, differentiable)
+
+    def total(self, expr: sp.Expr) -> sp.Expr:
+        return self.table.total(expr)
+
+    # IR -> SymPy
+    def expr(self, e: ir.Expr) -> sp.Expr:
+        if isinstance(e, ir.Const):
+            return _const(e.value, e.kind)
+        if isinstance(e, ir.Ref):
+            return self.env[(e.role, e.name)]
+        if isinstance(e, ir.Apply):
+            return self._apply(e)
+        if isinstance(e, ir.AxisOp):
+            return AXIS_FUNCTIONS[e.fn].build(self, self.expr(e.arg))
+        if isinstance(e, ir.Gather):
+            return self.table.gather(self.expr(e.arg), self.expr(e.index))
+        if isinstance(e, ir.Total):
+            return self.table.total(self.expr(e.arg))
+        return self._inline(e)
+
+    def _apply(self, e: ir.Apply) -> sp.Expr:
+        args = [self.expr(a) for a in e.args]
+        fn = e.fn
+        if fn == "add":
+            return P.stable_add(args[0] + args[1])
+        if fn == "sub":
+            return P.stable_add(args[0] - args[1])
+        if fn == "mul":
+            return args[0] * args[1]
+        if fn == "div":
+            return args[0] / args[1]
+        if fn == "pow":
+            return args[0] ** args[1]
+        if fn == "neg":
+            return -args[0]
+        if fn in _RELATIONS:
+            return _RELATIONS[fn](args[0], args[1])
+        if fn == "and":
+            return sp.And(args[0], args[1])
+        if fn == "or":
+            return sp.Or(args[0], args[1])
+        if fn == "not":
+            return sp.Not(args[0])
+        out = FUNCTIONS[fn].build(self, *args)
+        if isinstance(out, sp.log):
+            return P.stable_log(out)
+        return out
+
+    def _inline(self, e: ir.Inline) -> sp.Expr:
+        callee = e.loss
+        env: dict[tuple[str, str], sp.Expr] = {}
+        for inp, arg in zip(callee.inputs, e.args, strict=True):
+            env[("input", inp.name)] = self.expr(arg)
+        given = dict(e.params)
+        for p in callee.params:
+            env[("param", p.name)] = (
+                self.expr(given[p.name]) if p.name in given else _const(p.default, p.kind)
+            )
+        if callee.axis is not None:
+            env[("axis", callee.axis)] = self.table.size
+        inner = _Lowerer(self.table, env, self._varying)
+        return inner.expr(callee.value)
+
+
+_RELATIONS = {
+    "lt": sp.StrictLessThan,
+    "le": sp.LessThan,
+    "gt": sp.StrictGreaterThan,
+    "ge": sp.GreaterThan,
+    "eq": sp.Eq,
+    "ne": sp.Ne,
+}

@@ -1,0 +1,398 @@
+"""Spec text -> syntax tree (`nodes.Spec`).
+
+Loads `grammar/lossdsl.lark` once (LALR, positions kept), drops newlines inside brackets,
+bounds the size of what it accepts, and turns Lark's tree into frozen nodes. Lark exceptions
+never leave this module: they become `SpecSyntaxError` with a span. No name resolution here.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import lark
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+
+from lossdsl import nodes as n
+from lossdsl.errors import LossDSLError, Span, SpecSyntaxError
+
+MAX_SOURCE_BYTES = 256 * 1024
+MAX_TOKENS = 50_000
+MAX_STATEMENT_TOKENS = 2_000
+MAX_BRACKET_DEPTH = 48
+
+_OPEN = {"LPAR", "LSQB"}
+_CLOSE = {"RPAR", "RSQB"}
+
+# What a user reads instead of Lark's terminal names.
+_TERMINAL_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "_NL": "end of line",
+    "$END": "end of input",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "SEMICOLON": "';'",
+    "EQUAL": "'='",
+    "COMPARE_OP": "a comparison",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*' or '/'",
+    "POW_OP": "'^'",
+}
+
+
+def grammar_path() -> Path:
+    """The grammar file: inside the installed package, else beside the source tree."""
+    packaged = resources.files("lossdsl").joinpath("grammar/lossdsl.lark")
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "grammar" / "lossdsl.lark"
+
+
+class _BracketNewlines(lark.lark.PostLex):
+    """Drops newlines inside brackets (so calls may span lines) and bounds nesting and size."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        total = 0
+        in_statement = 0
+        for token in stream:
+            total += 1
+            in_statement += 1
+            if total > MAX_TOKENS or in_statement > MAX_STATEMENT_TOKENS:
+                raise _TooLarge(token, "statement" if in_statement > MAX_STATEMENT_TOKENS else "spec")
+            if token.type == "_NL":
+                if depth > 0:
+                    continue
+                in_statement = 0
+            elif token.type in _OPEN:
+                depth += 1
+                if depth > MAX_BRACKET_DEPTH:
+                    raise _TooLarge(token, "nesting")
+            elif token.type in _CLOSE:
+                depth = max(depth - 1, 0)
+            yield token
+
+
+class _TooLarge(Exception):
+    def __init__(self, token: Token, what: str) -> None:
+        super().__init__(what)
+        self.token = token
+        self.what = what
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        propagate_positions=True,
+        postlex=_BracketNewlines(),
+        maybe_placeholders=True,
+    )
+
+
+def parse_spec(source: str, file: str = "<string>") -> n.Spec:
+    """Parse spec text into a `nodes.Spec`.
+
+    Args:
+        source: the text of one or more `loss` definitions.
+        file: the name errors show for this text.
+
+    Returns:
+        The syntax tree, losses in file order.
+
+    Raises:
+        SpecSyntaxError: the text does not follow the grammar or exceeds the size limits.
+    """
+    if len(source.encode("utf-8", "replace")) > MAX_SOURCE_BYTES:
+        span = Span(file, 1, 1, 1, 2)
+        raise SpecSyntaxError(
+            f"spec is larger than {MAX_SOURCE_BYTES // 1024} KiB",
+            span,
+            source,
+            "split it into several files",
+        )
+    text = source if source.endswith("\n") else source + "\n"
+    try:
+        tree = _parser().parse(text)
+    except _TooLarge as exc:
+        raise _too_large(exc, file, source) from None
+    except UnexpectedInput as exc:
+        raise _syntax_error(exc, file, source) from None
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        losses = _ToNodes(file, source).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, LossDSLError):
+            raise exc.orig_exc.with_source(source) from None
+        raise
+    finally:
+        sys.setrecursionlimit(limit)
+    return n.Spec(tuple(losses), source, file)
+
+
+def _token_span(token: Token, file: str) -> Span:
+    line = token.line or 1
+    column = token.column or 1
+    end_line = token.end_line or line
+    end_column = token.end_column or column + max(len(str(token)), 1)
+    return Span(file, line, column, end_line, end_column, token.start_pos or 0, token.end_pos or 0)
+
+
+def _too_large(exc: _TooLarge, file: str, source: str) -> SpecSyntaxError:
+    span = _token_span(exc.token, file)
+    if exc.what == "nesting":
+        msg = f"brackets nested more than {MAX_BRACKET_DEPTH} deep"
+        hint = "name intermediate results with local assignments"
+    elif exc.what == "statement":
+        msg = f"statement longer than {MAX_STATEMENT_TOKENS} tokens"
+        hint = "split it into local assignments"
+    else:
+        msg = f"spec longer than {MAX_TOKENS} tokens"
+        hint = "split it into several files"
+    return SpecSyntaxError(msg, span, source, hint)
+
+
+def _syntax_error(exc: UnexpectedInput, file: str, source: str) -> SpecSyntaxError:
+    if isinstance(exc, UnexpectedCharacters):
+        line, col = exc.line, exc.column
+        bad = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else ""
+        span = Span(file, line, col, line, col + 1, exc.pos_in_stream, exc.pos_in_stream + 1)
+        hint = _char_hint(bad)
+        return SpecSyntaxError(f"unexpected character {bad!r}", span, source, hint)
+    if isinstance(exc, UnexpectedEOF):
+        lines = source.splitlines() or [""]
+        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+        return SpecSyntaxError("unexpected end of input", span, source, _expected(exc.expected))
+    token: Token = exc.token  # type: ignore[attr-defined]
+    expected = getattr(exc, "expected", set()) or set()
+    if token.type == "$END":
+        lines = source.splitlines() or [""]
+        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+        return SpecSyntaxError("unexpected end of input", span, source, _expected(expected))
+    span = _token_span(token, file)
+    shown = "end of line" if token.type == "_NL" else repr(str(token))
+    return SpecSyntaxError(f"unexpected {shown}", span, source, _expected(expected))
+
+
+def _char_hint(bad: str) -> str | None:
+    if bad in "'`":
+        return "strings use double quotes, and only as a docstring"
+    if bad == "=":
+        return "use '==' to compare"
+    if bad in "&|!":
+        return "use 'and', 'or', 'not'"
+    return None
+
+
+def _expected(expected: set[str] | frozenset[str]) -> str | None:
+    words = sorted({_TERMINAL_WORDS.get(t, repr(t.lower())) for t in expected if t != "$END"})
+    if not words:
+        return None
+    if len(words) > 8:
+        words = [*words[:8], "..."]
+    return "expected " + ", ".join(words)
+
+
+def _leading_comment(source: str, line: int) -> str:
+    """The block of `#` lines directly above line `line` (1-based), without the `#`."""
+    lines = source.splitlines()
+    out: list[str] = []
+    i = line - 2
+    while i >= 0 and lines[i].lstrip().startswith("#"):
+        out.append(lines[i].lstrip()[1:].strip())
+        i -= 1
+    return "\n".join(reversed(out)).strip()
+
+
+@v_args(meta=True)
+class _ToNodes(Transformer[Token, Any]):
+    """Lark tree -> nodes. Method names are the grammar's rule and alias names."""
+
+    def __init__(self, file: str, source: str) -> None:
+        super().__init__()
+        self.file = file
+        self.source = source
+
+    def _span(self, meta: Any) -> Span:
+        return Span(
+            self.file,
+            meta.line,
+            meta.column,
+            meta.end_line,
+            meta.end_column,
+            meta.start_pos,
+            meta.end_pos,
+        )
+
+    def start(self, meta: Any, items: list[Any]) -> list[n.LossNode]:
+        return [item for item in items if isinstance(item, n.LossNode)]
+
+    def loss_def(self, meta: Any, items: list[Any]) -> n.LossNode:
+        _kw, name, inputs, params, wrt, body = items
+        span = self._span(meta)
+        return n.LossNode(
+            name=str(name),
+            inputs=tuple(inputs),
+            params=tuple(params or ()),
+            wrt=tuple(wrt or ()),
+            body=tuple(body),
+            comment=_leading_comment(self.source, span.line),
+            span=_token_span(name, self.file),
+        )
+
+    def input_list(self, meta: Any, items: list[Any]) -> list[Any]:
+        return items
+
+    param_list = input_list
+    body = input_list
+
+    def input_decl(self, meta: Any, items: list[Any]) -> n.InputDecl:
+        name, axis, type_name, type_axis = items
+        if axis is not None and type_axis is not None:
+            raise SpecSyntaxError(
+                f"input '{name}' declares its axis twice", self._span(meta), self.source
+            )
+        return n.InputDecl(
+            str(name), str(type_name) if type_name else "real", axis or type_axis, self._span(meta)
+        )
+
+    def axis(self, meta: Any, items: list[Any]) -> str:
+        return str(items[0])
+
+    def param_decl(self, meta: Any, items: list[Any]) -> n.ParamDecl:
+        name, type_name, axis, default, domain = items
+        return n.ParamDecl(str(name), str(type_name), axis, default, domain, self._span(meta))
+
+    def signed_number(self, meta: Any, items: list[Any]) -> float:
+        sign, number = items
+        value = float(number)
+        return -value if sign == "-" else value
+
+    def bound(self, meta: Any, items: list[Any]) -> n.Domain:
+        op, value = items
+        span = self._span(meta)
+        if op in (">", ">="):
+            return n.Domain(value, None, op == ">=", False, span)
+        if op in ("<", "<="):
+            return n.Domain(None, value, False, op == "<=", span)
+        raise SpecSyntaxError(
+            f"a domain is '> x', '>= x', '< x', '<= x' or 'in [lo, hi]', not '{op}'",
+            span,
+            self.source,
+        )
+
+    def interval(self, meta: Any, items: list[Any]) -> n.Domain:
+        _in, open_, low, high, close = items
+        return n.Domain(low, high, open_ == "[", close == "]", self._span(meta))
+
+    def open_bound(self, meta: Any, items: list[Any]) -> str:
+        return str(items[0])
+
+    close_bound = open_bound
+
+    def wrt_clause(self, meta: Any, items: list[Any]) -> list[n.Name]:
+        return [n.Name(str(t), _token_span(t, self.file)) for t in items[1:]]
+
+    def assign(self, meta: Any, items: list[Any]) -> n.Assign:
+        return n.Assign(str(items[0]), items[1], self._span(meta))
+
+    def return_stmt(self, meta: Any, items: list[Any]) -> n.Return:
+        return n.Return(items[1], self._span(meta))
+
+    def reduce_stmt(self, meta: Any, items: list[Any]) -> n.Reduce:
+        _kw, mode, _weighted, weight = items
+        return n.Reduce(str(mode), weight, self._span(meta))
+
+    def task_stmt(self, meta: Any, items: list[Any]) -> n.Meta:
+        return n.Meta("task", str(items[1]), self._span(meta))
+
+    def activation_stmt(self, meta: Any, items: list[Any]) -> n.Meta:
+        return n.Meta("activation", str(items[1]), self._span(meta))
+
+    def docstring(self, meta: Any, items: list[Any]) -> n.Meta:
+        text = str(items[0])
+        text = text[3:-3] if text.startswith('"""') else text[1:-1]
+        return n.Meta("doc", _dedent(text), self._span(meta))
+
+    def bool_op(self, meta: Any, items: list[Any]) -> n.BoolOp:
+        return n.BoolOp(str(items[1]), items[0], items[2], self._span(meta))
+
+    def not_op(self, meta: Any, items: list[Any]) -> n.UnaryOp:
+        return n.UnaryOp("not", items[1], self._span(meta))
+
+    def compare(self, meta: Any, items: list[Any]) -> n.Compare:
+        return n.Compare(str(items[1]), items[0], items[2], self._span(meta))
+
+    def binary_op(self, meta: Any, items: list[Any]) -> n.BinaryOp:
+        op = "^" if items[1] == "**" else str(items[1])
+        return n.BinaryOp(op, items[0], items[2], self._span(meta))
+
+    def unary_op(self, meta: Any, items: list[Any]) -> n.Expr:
+        operand = items[1]
+        if items[0] == "+":
+            return operand  # type: ignore[no-any-return]
+        return n.UnaryOp("-", operand, self._span(meta))
+
+    def index(self, meta: Any, items: list[Any]) -> n.Index:
+        return n.Index(items[0], items[1], self._span(meta))
+
+    def call(self, meta: Any, items: list[Any]) -> n.Call:
+        func, arg_list = items
+        args = [a for a in (arg_list or []) if not isinstance(a, n.Keyword)]
+        kwargs = [a for a in (arg_list or []) if isinstance(a, n.Keyword)]
+        return n.Call(func, tuple(args), tuple(kwargs), self._span(meta))
+
+    def arg_list(self, meta: Any, items: list[Any]) -> list[Any]:
+        seen_keyword = False
+        for item in items:
+            if isinstance(item, n.Keyword):
+                seen_keyword = True
+            elif seen_keyword:
+                raise SpecSyntaxError(
+                    "positional argument after a keyword argument",
+                    _expr_span(item),
+                    self.source,
+                    "put keyword arguments last",
+                )
+        return items
+
+    def keyword(self, meta: Any, items: list[Any]) -> n.Keyword:
+        return n.Keyword(str(items[0]), items[1], self._span(meta))
+
+    def number(self, meta: Any, items: list[Any]) -> n.Number:
+        token = items[0]
+        text = str(token)
+        is_int = text.isdigit()
+        return n.Number(float(text), is_int, _token_span(token, self.file))
+
+    def name(self, meta: Any, items: list[Any]) -> n.Name:
+        return n.Name(str(items[0]), _token_span(items[0], self.file))
+
+
+def _expr_span(expr: n.Expr) -> Span:
+    return expr.span
+
+
+def _dedent(text: str) -> str:
+    import textwrap
+
+    lines = text.strip("\n").splitlines()
+    if not lines:
+        return ""
+    first, rest = lines[0].strip(), textwrap.dedent("\n".join(lines[1:]))
+    return (first + ("\n" + rest if rest else "")).strip()

@@ -1,0 +1,320 @@
+"""Stable SymPy primitives that lossdsl owns, each with its own derivative.
+
+SymPy's built-ins differentiate `Abs`, `sign`, `Max` and `Piecewise` into `sign`, `DiracDelta`
+and `Heaviside`, which no kernel can print and which leak NaN at kinks. The classes here replace
+them: `Where` is a select whose derivative is the select of the derivatives (so no NaN crosses
+from the branch not taken), and each stable function (softplus, log_sigmoid, log1p, ...) names
+a numerically safe form that the printers emit. Nothing here knows about kernels or the IR.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sympy as sp
+from sympy.core.function import ArgumentIndexError
+
+
+class Where(sp.Function):
+    """`where(cond, a, b)`: a select; derivative selects the branch derivatives."""
+
+    nargs = 3
+
+    @classmethod
+    def eval(cls, cond: Any, a: Any, b: Any) -> Any:
+        if cond is sp.true:
+            return a
+        if cond is sp.false:
+            return b
+        if a == b:
+            return a
+        return None
+
+    def _eval_derivative(self, s: sp.Symbol) -> sp.Expr:
+        cond, a, b = self.args
+        return Where(cond, sp.diff(a, s), sp.diff(b, s))
+
+    def _eval_is_real(self) -> bool | None:
+        return fuzzy_all(self.args[1:], "is_real")
+
+
+def fuzzy_all(args: Any, attr: str) -> bool | None:
+    values = [getattr(a, attr) for a in args]
+    if all(v is True for v in values):
+        return True
+    return None
+
+
+class _Elementwise(sp.Function):
+    """One real argument, real result; subclasses define `fdiff`."""
+
+    nargs = 1
+
+    def _eval_is_real(self) -> bool | None:
+        return self.args[0].is_real  # type: ignore[no-any-return]
+
+
+class Sign(_Elementwise):
+    """sign(x) with sign(0) = 0; derivative 0 everywhere (a.e.), never DiracDelta."""
+
+    @classmethod
+    def eval(cls, x: Any) -> Any:
+        if x.is_Number:
+            return sp.sign(x)
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.Zero
+
+
+class Abs(_Elementwise):
+    """|x|; derivative sign(x), which is 0 at 0 as in PyTorch."""
+
+    @classmethod
+    def eval(cls, x: Any) -> Any:
+        if x.is_Number:
+            return abs(x)
+        if isinstance(x, Abs):
+            return x
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return Sign(self.args[0])
+
+    def _eval_is_nonnegative(self) -> bool | None:
+        return True if self.args[0].is_real else None
+
+
+class Sigmoid(_Elementwise):
+    """1 / (1 + exp(-x)), printed in a form that never overflows."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        x = self.args[0]
+        # sigmoid(x) * sigmoid(-x) instead of s * (1 - s): keeps e^-|x| accuracy for large |x|.
+        return Sigmoid(x) * Sigmoid(-x)
+
+    def _eval_is_positive(self) -> bool | None:
+        return True if self.args[0].is_real else None
+
+
+class Softplus(_Elementwise):
+    """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): finite for every finite x."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return Sigmoid(self.args[0])
+
+    def _eval_is_positive(self) -> bool | None:
+        return True if self.args[0].is_real else None
+
+
+class LogSigmoid(_Elementwise):
+    """log(sigmoid(x)) = -softplus(-x)."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return Sigmoid(-self.args[0])
+
+
+class Log1p(_Elementwise):
+    """log(1 + x), accurate for small x."""
+
+    @classmethod
+    def eval(cls, x: Any) -> Any:
+        if x.is_zero:
+            return sp.S.Zero
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return 1 / (1 + self.args[0])
+
+
+class Expm1(_Elementwise):
+    """exp(x) - 1, accurate for small x."""
+
+    @classmethod
+    def eval(cls, x: Any) -> Any:
+        if x.is_zero:
+            return sp.S.Zero
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.exp(self.args[0])
+
+
+class LogCosh(_Elementwise):
+    """log(cosh(x)) = |x| + log1p(exp(-2|x|)) - log(2): no overflow of cosh."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.tanh(self.args[0])
+
+
+class SafeSqrt(_Elementwise):
+    """sqrt(x) whose derivative at 0 is taken as 0, so sqrt(r^2) and norm(0) give no NaN."""
+
+    @classmethod
+    def eval(cls, x: Any) -> Any:
+        if x.is_Number and x >= 0:
+            return sp.sqrt(x)
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        x = self.args[0]
+        return Where(sp.StrictGreaterThan(x, 0), 1 / (2 * SafeSqrt(x)), sp.S.Zero)
+
+    def _eval_is_nonnegative(self) -> bool | None:
+        return True
+
+
+class Xlogy(sp.Function):
+    """x * log(y), defined as 0 where x == 0 (even at y == 0), as in PyTorch."""
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, x: Any, y: Any) -> Any:
+        if x.is_zero:
+            return sp.S.Zero
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        x, y = self.args
+        zero = sp.Eq(x, 0)
+        if argindex == 1:
+            return Where(zero, sp.S.Zero, sp.log(y))
+        if argindex == 2:
+            return Where(zero, sp.S.Zero, x / y)
+        raise ArgumentIndexError(self, argindex)
+
+    def _eval_is_real(self) -> bool | None:
+        return None
+
+
+class Maximum(sp.Function):
+    """max(a, b) of two varying operands; at a tie each side gets half the gradient (torch)."""
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, a: Any, b: Any) -> Any:
+        if a == b:
+            return a
+        if a.is_Number and b.is_Number:
+            return sp.Max(a, b)
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        a, b = self.args
+        if argindex == 2:
+            a, b = b, a
+        half = sp.Rational(1, 2)
+        return Where(sp.StrictGreaterThan(a, b), sp.S.One, Where(sp.Eq(a, b), half, sp.S.Zero))
+
+    def _eval_is_real(self) -> bool | None:
+        return fuzzy_all(self.args, "is_real")
+
+
+class Minimum(sp.Function):
+    """min(a, b) of two varying operands; ties split the gradient like `Maximum`."""
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, a: Any, b: Any) -> Any:
+        if a == b:
+            return a
+        if a.is_Number and b.is_Number:
+            return sp.Min(a, b)
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        a, b = self.args
+        if argindex == 2:
+            a, b = b, a
+        half = sp.Rational(1, 2)
+        return Where(sp.StrictLessThan(a, b), sp.S.One, Where(sp.Eq(a, b), half, sp.S.Zero))
+
+    def _eval_is_real(self) -> bool | None:
+        return fuzzy_all(self.args, "is_real")
+
+
+# Every primitive a printer must map; `test_target_coverage` checks each target against it.
+PRIMITIVES: tuple[type[sp.Function], ...] = (
+    Where,
+    Sign,
+    Abs,
+    Sigmoid,
+    Softplus,
+    LogSigmoid,
+    Log1p,
+    Expm1,
+    LogCosh,
+    SafeSqrt,
+    Xlogy,
+    Maximum,
+    Minimum,
+)
+
+
+def stabilize(expr: sp.Expr) -> sp.Expr:
+    """Rewrite naive unstable forms anywhere in `expr` into the stable primitives.
+
+    log(sigmoid(x)) -> log_sigmoid(x); 1 - sigmoid(x) -> sigmoid(-x); log(1 + exp(x)) ->
+    softplus(x); log(1 + x) -> log1p(x); exp(x) - 1 -> expm1(x); log(cosh(x)) -> logcosh(x);
+    log of a product of positive factors (log(softmax)) -> a sum of logs.
+    """
+    expr = expr.replace(lambda e: e.is_Add, stable_add)
+    return expr.replace(lambda e: isinstance(e, sp.log), stable_log)
+
+
+def stable_add(e: sp.Expr) -> sp.Expr:
+    """The stable form of a sum at its head: 1 - sigmoid(x), exp(x) - 1; else `e`."""
+    if not e.is_Add:
+        return e
+    return _sigmoid_complement(e) or _expm1_form(e) or e
+
+
+def _sigmoid_complement(e: sp.Expr) -> sp.Expr | None:
+    terms = sp.Add.make_args(e)
+    if sp.S.One not in terms:
+        return None
+    rest = [t for t in terms if t != sp.S.One]
+    if len(rest) == 1:
+        coeff, factor = rest[0].as_coeff_Mul()
+        if coeff == -1 and isinstance(factor, Sigmoid):
+            return Sigmoid(-factor.args[0])
+    return None
+
+
+def _expm1_form(e: sp.Expr) -> sp.Expr | None:
+    terms = sp.Add.make_args(e)
+    if sp.S.NegativeOne not in terms:
+        return None
+    rest = [t for t in terms if t != sp.S.NegativeOne]
+    if len(rest) == 1 and isinstance(rest[0], sp.exp):
+        return Expm1(rest[0].args[0])
+    return None
+
+
+def stable_log(e: sp.Expr) -> sp.Expr:
+    """The stable form of a logarithm at its head (see `stabilize`); else `e`."""
+    if not isinstance(e, sp.log):
+        return e
+    (arg,) = e.args
+    if isinstance(arg, Sigmoid):
+        return LogSigmoid(arg.args[0])
+    if isinstance(arg, sp.exp) and arg.args[0].is_real:
+        return arg.args[0]  # type: ignore[no-any-return]
+    if isinstance(arg, sp.cosh):
+        return LogCosh(arg.args[0])
+    if arg.is_Add:
+        terms = sp.Add.make_args(arg)
+        if sp.S.One in terms:
+            rest = sp.Add(*[t for t in terms if t != sp.S.One])
+            if isinstance(rest, sp.exp):
+                return Softplus(rest.args[0])
+            return Log1p(rest)
+    if arg.is_Mul and all(f.is_positive for f in sp.Mul.make_args(arg)):
+        # log of a product of positive factors: split, so log(softmax) becomes x - m - log(S).
+        return sp.Add(*[stable_log(sp.log(f, evaluate=False)) for f in sp.Mul.make_args(arg)])
+    if arg.is_Pow and arg.base.is_positive and arg.exp.is_real:
+        return arg.exp * stable_log(sp.log(arg.base, evaluate=False))  # type: ignore[no-any-return]
+    return e
