@@ -237,7 +237,10 @@ def _bind(
         a = arrays[inp.name]
         full = batch + ((axis_len,) if inp.axis else ())
         flat.append(np.broadcast_to(a, full).reshape((n, axis_len) if inp.axis else (n,)))
-    params = [_param_value(p, kw.pop(p.name, p.default), dtype, axis_len) for p in loss.params]
+    try:
+        params = [_param_value(p, kw.pop(p.name, p.default), dtype, axis_len) for p in loss.params]
+    except SpecDomainError as exc:
+        raise exc.with_source(loss.source) from None
     if kw:
         bad = next(iter(kw))
         known = [p.name for p in loss.params] + [i.name for i in loss.inputs]
@@ -448,8 +451,13 @@ def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss
     return _from_source(p.read_text(encoding="utf-8"), str(p), name, target)
 
 
+def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:
+    """Parse and check spec text (resolving calls of registered losses) without compiling."""
+    return check_spec(parse_spec(source, file), _registry().resolve)
+
+
 def _from_source(source: str, file: str, name: str | None, target: str) -> Loss:
-    losses = check_spec(parse_spec(source, file), _registry().resolve)
+    losses = check_source(source, file)
     if not losses:
         raise SpecShapeError(f"{file} defines no loss", hint="start one with: loss name(pred, target):")
     chosen = losses[-1] if name is None else next((l for l in losses if l.name == name), None)

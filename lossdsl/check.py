@@ -158,7 +158,8 @@ class _LossChecker:
                 hint="int inputs are per-sample labels; use a real input for a per-class target",
             )
         self._use_axis(decl.axis, decl.span)
-        self.inputs[decl.name] = ir.Input(decl.name, decl.type, decl.axis, decl.span)
+        domain = _domain(decl.domain)
+        self.inputs[decl.name] = ir.Input(decl.name, decl.type, decl.axis, domain, decl.span)
 
     def _declare_param(self, decl: n.ParamDecl) -> None:
         self._declare_name(decl.name, decl.span, "parameter")
@@ -175,12 +176,7 @@ class _LossChecker:
                 f"parameter axis '{decl.axis}' is not the axis of any input", decl.span
             )
         self._use_axis(decl.axis, decl.span)
-        domain = None
-        if decl.domain is not None:
-            d = decl.domain
-            if d.low is not None and d.high is not None and d.low > d.high:
-                raise SpecDomainError("empty domain: low bound above high bound", d.span)
-            domain = ir.Domain(d.low, d.high, d.low_closed, d.high_closed)
+        domain = _domain(decl.domain)
         if decl.type == "int" and not float(decl.default).is_integer():
             raise SpecDomainError(
                 f"int parameter '{decl.name}' has a non-integer default", decl.span
@@ -518,6 +514,14 @@ class _LossChecker:
                 raise SpecShapeError("a parameter value cannot vary along an axis", kw.span)
             params.append((kw.name, value))
         return ir.Inline(other, tuple(args), tuple(params), span=e.span)
+
+
+def _domain(d: n.Domain | None) -> ir.Domain | None:
+    if d is None:
+        return None
+    if d.low is not None and d.high is not None and d.low > d.high:
+        raise SpecDomainError("empty domain: low bound above high bound", d.span)
+    return ir.Domain(d.low, d.high, d.low_closed, d.high_closed)
 
 
 def _check_identifier(name: str, span: Span, what: str) -> None:

@@ -36,6 +36,8 @@ class _Printer(StrPrinter):  # type: ignore[misc]
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         name = str(expr.name)
+        if name == "_c":
+            return "c"
         return name[1:] if name.startswith("_q") else name
 
     def _print_Pow(self, expr: sp.Pow, rational: bool = False) -> str:

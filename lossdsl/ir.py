@@ -47,9 +47,12 @@ def _num(value: float) -> str:
 
 @dataclass(frozen=True)
 class Input:
+    """A per-sample input; `domain` documents valid values (used by docs and tests)."""
+
     name: str
     kind: str
     axis: str | None
+    domain: Domain | None
     span: Span = field(compare=False, repr=False)
 
 

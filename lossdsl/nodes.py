@@ -104,6 +104,7 @@ class InputDecl:
     name: str
     type: str
     axis: str | None
+    domain: Domain | None
     span: Span
 
 

@@ -262,14 +262,13 @@ class _ToNodes(Transformer[Token, Any]):
     body = input_list
 
     def input_decl(self, meta: Any, items: list[Any]) -> n.InputDecl:
-        name, axis, type_name, type_axis = items
+        name, axis, type_name, type_axis, domain = items
         if axis is not None and type_axis is not None:
             raise SpecSyntaxError(
                 f"input '{name}' declares its axis twice", self._span(meta), self.source
             )
-        return n.InputDecl(
-            str(name), str(type_name) if type_name else "real", axis or type_axis, self._span(meta)
-        )
+        kind = str(type_name) if type_name else "real"
+        return n.InputDecl(str(name), kind, axis or type_axis, domain, self._span(meta))
 
     def axis(self, meta: Any, items: list[Any]) -> str:
         return str(items[0])

@@ -236,6 +236,54 @@ class Minimum(sp.Function):
         return fuzzy_all(self.args, "is_real")
 
 
+class StopGradient(_Elementwise):
+    """The identity whose derivative is 0 (jax.lax.stop_gradient, tf.stop_gradient).
+
+    Lets a spec reproduce a framework that edits a value under `torch.no_grad()`, e.g. the
+    variance clamp of gaussian_nll_loss, whose gradient passes straight through the clamp.
+    """
+
+    @classmethod
+    def eval(cls, x: Any) -> Any:
+        if x.is_Number:
+            return x
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.Zero
+
+
+# torch's binary_cross_entropy_backward divides by max(p (1 - p), 1e-12).
+_BCE_EPS = sp.Float(1e-12)
+
+
+class BinaryCrossEntropy(sp.Function):
+    """-(t log p + (1 - t) log(1 - p)), each log clamped below at `floor`, as torch computes it.
+
+    Arguments (p, t, floor). The derivative in p is torch's backward, (p - t) / max(p (1 - p),
+    1e-12), not the derivative of the clamped value: at p = 0 or 1 (and below e^floor) the
+    clamped logs are flat, while torch still pushes p towards t with a gradient of up to 1e12.
+    """
+
+    nargs = 3
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        p, t, floor = self.args
+        if argindex == 1:
+            pq = p * (1 - p)
+            return Where(sp.StrictGreaterThan(pq, _BCE_EPS), (p - t) / pq, (p - t) / _BCE_EPS)
+        if argindex == 2:
+            log_p = sp.log(p)
+            log_q = Log1p(-p)
+            return Where(sp.GreaterThan(log_q, floor), log_q, floor) - Where(
+                sp.GreaterThan(log_p, floor), log_p, floor
+            )
+        raise ArgumentIndexError(self, argindex)
+
+    def _eval_is_real(self) -> bool | None:
+        return None
+
+
 # Every primitive a printer must map; `test_target_coverage` checks each target against it.
 PRIMITIVES: tuple[type[sp.Function], ...] = (
     Where,
@@ -251,6 +299,8 @@ PRIMITIVES: tuple[type[sp.Function], ...] = (
     Xlogy,
     Maximum,
     Minimum,
+    StopGradient,
+    BinaryCrossEntropy,
 )
 
 

@@ -46,6 +46,8 @@ FUNCTIONS: dict[str, str] = {
     "Xlogy": "_xlogy_{s}({0}, {1})",
     "Maximum": "_maximum({0}, {1})",
     "Minimum": "_minimum({0}, {1})",
+    "StopGradient": "({0})",
+    "BinaryCrossEntropy": "_bce_{s}({0}, {1}, {2})",
 }
 
 _HEADER = '''\
@@ -107,6 +109,17 @@ def _logcosh_{s}(x):
 @numba.njit(**_INLINE)
 def _xlogy_{s}(x, y):
     return {zero} if x == {zero} else x * math.log(y)
+
+
+@numba.njit(**_INLINE)
+def _bce_{s}(p, t, floor):
+    # torch clamps each log at `floor` (-100) so p = 0 or 1 gives a finite loss (NaN stays
+    # NaN); log1p(-p) keeps log(1 - p) accurate for p near 0, as torch's kernel does.
+    lp = math.log(p)
+    lq = math.log1p(-p)
+    lp = floor if lp < floor else lp
+    lq = floor if lq < floor else lq
+    return (t - {one}) * lq - t * lp
 '''
 
 

@@ -1,0 +1,155 @@
+"""The `lossdsl` command (also `python -m lossdsl`): list, check, show, run, catalog.
+
+Talks to the terminal and nothing else: every subcommand calls the public API. A
+`LossDSLError` is printed as the rendered message (file:line:col, the line, a caret, a hint)
+on stderr with exit code 2; a traceback would be a bug in lossdsl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lossdsl import api
+from lossdsl.errors import LossDSLError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args))
+    except LossDSLError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lossdsl", description="Compile loss functions to fused gradient/Hessian kernels."
+    )
+    sub = parser.add_subparsers(metavar="command")
+
+    p = sub.add_parser("list", help="list the registered losses")
+    p.add_argument("--task", help="only losses for this task (regression, multiclass, ...)")
+    p.set_defaults(run=_list)
+
+    p = sub.add_parser("check", help="check spec files; errors point at the text")
+    p.add_argument("files", nargs="+", type=Path)
+    p.set_defaults(run=_check)
+
+    p = sub.add_parser("show", help="formulas of value, gradient and Hessian")
+    p.add_argument("loss", help="a registered name or a spec file")
+    p.add_argument("--name", help="which loss of a file with several")
+    p.add_argument("--source", action="store_true", help="print the generated kernel module")
+    p.add_argument("--latex", action="store_true", help="formulas as LaTeX")
+    p.add_argument("--target", default="cpu", help="code generation target (default cpu)")
+    p.set_defaults(run=_show)
+
+    p = sub.add_parser("run", help="compile a loss and evaluate it on random inputs")
+    p.add_argument("loss", help="a registered name or a spec file")
+    p.add_argument("--name", help="which loss of a file with several")
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--classes", type=int, default=10, help="length of the axis, if any")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.set_defaults(run=_run)
+
+    p = sub.add_parser("catalog", help="print the built-in catalog as Markdown")
+    p.set_defaults(run=_catalog)
+    return parser
+
+
+def _resolve(spec: str, name: str | None, target: str = "cpu") -> api.Loss:
+    path = Path(spec)
+    if path.suffix == ".loss" or path.exists():
+        return api.load(path, name, target)
+    return api.get(spec, target)
+
+
+def _list(args: argparse.Namespace) -> int:
+    names = api.available(args.task)
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        loss = api.get(name)
+        summary = loss.definition.summary
+        print(f"{name:<{width}}  {loss.task:<12}  {summary}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        try:
+            source = path.read_text(encoding="utf-8")
+            losses = api.check_source(source, str(path))
+        except LossDSLError as exc:
+            print(str(exc), file=sys.stderr)
+            failed = True
+            continue
+        names = ", ".join(loss.name for loss in losses)
+        print(f"{path}: ok ({names})")
+    return 2 if failed else 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    loss = _resolve(args.loss, args.name, args.target)
+    if args.source:
+        print(loss.source(), end="")
+    else:
+        print(loss.explain(latex=args.latex))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    loss = _resolve(args.loss, args.name)
+    inputs = _random_inputs(loss, args.batch, args.classes, np.dtype(args.dtype))
+    start = time.perf_counter()
+    value, grads = loss.value_and_grad(*inputs)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    loss.value_and_grad(*inputs)
+    again = time.perf_counter() - start
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    shape = ", ".join(f"{n}{tuple(a.shape)}" for n, a in zip(loss.inputs, inputs, strict=True))
+    print(f"{loss.name}({shape}), {args.dtype}, reduction {loss.reduction}")
+    print(f"  value     {float(value):.6g}")
+    for name, g in zip(loss.wrt, grads, strict=True):
+        print(f"  grad {name}: shape {g.shape}, |g|_max {float(np.max(np.abs(g))):.4g}")
+    print(f"  first call {first * 1e3:.1f} ms (compile or cache load), next {again * 1e3:.3f} ms")
+    return 0
+
+
+def _random_inputs(loss: api.Loss, batch: int, classes: int, dtype: np.dtype) -> list[np.ndarray]:
+    """Inputs drawn from each input's declared domain (labels in [0, classes))."""
+    rng = np.random.default_rng(0)
+    out = []
+    for inp in loss.definition.inputs:
+        shape = (batch, classes) if inp.axis else (batch,)
+        if inp.kind == "int":
+            out.append(rng.integers(0, classes if loss.definition.axis else 2, size=shape))
+            continue
+        d = inp.domain
+        low = d.low if d is not None and d.low is not None else -2.0
+        high = d.high if d is not None and d.high is not None else low + 4.0
+        if d is not None and d.high is not None and (d.low is None):
+            low = high - 4.0
+        out.append(rng.uniform(low, high, size=shape).astype(dtype))
+    return out
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from lossdsl.catalog import render_catalog
+
+    print(render_catalog(), end="")
+    return 0

@@ -1,0 +1,108 @@
+"""Shared test configuration: kernel cache location, tolerances, input generators, references.
+
+Tolerances and generators live here only. Kernels compile into one cache per test session
+(`LOSSDSL_CACHE_DIR`, defaulting to a folder under .pytest_cache) so each is compiled once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "lossdsl-kernels"
+os.environ.setdefault("LOSSDSL_CACHE_DIR", str(_CACHE))
+
+# float64 agreement with an independent reference (PyTorch, NumPy closed forms).
+RTOL64 = 1e-10
+ATOL64 = 1e-12
+# float32 kernels against float64 results.
+RTOL32 = 2e-5
+ATOL32 = 1e-6
+# Central finite differences in float64: error ~ h^2 * f''' + eps / h.
+FD_RTOL = 1e-5
+FD_ATOL = 1e-6
+
+
+def assert_close(actual: object, expected: object, rtol: float = RTOL64, atol: float = ATOL64) -> None:
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol)
+
+
+def fd_grad(f: Callable[[np.ndarray], float], x: np.ndarray, rel_step: float = 1e-6) -> np.ndarray:
+    """Central finite-difference gradient of a scalar function, step scaled to each entry."""
+    x = np.array(x, dtype=np.float64)
+    g = np.empty_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for k in range(flat.size):
+        h = rel_step * max(1.0, abs(flat[k]))
+        old = flat[k]
+        flat[k] = old + h
+        up = f(x)
+        flat[k] = old - h
+        down = f(x)
+        flat[k] = old
+        gflat[k] = (up - down) / (2 * h)
+    return g
+
+
+def fd_hess_diag(
+    grad: Callable[[np.ndarray], np.ndarray], x: np.ndarray, rel_step: float = 1e-5
+) -> np.ndarray:
+    """Finite differences of the gradient along each coordinate: the Hessian diagonal."""
+    x = np.array(x, dtype=np.float64)
+    h_out = np.empty_like(x)
+    flat, hflat = x.reshape(-1), h_out.reshape(-1)
+    for k in range(flat.size):
+        h = rel_step * max(1.0, abs(flat[k]))
+        old = flat[k]
+        flat[k] = old + h
+        up = grad(x).reshape(-1)[k]
+        flat[k] = old - h
+        down = grad(x).reshape(-1)[k]
+        flat[k] = old
+        hflat[k] = (up - down) / (2 * h)
+    return h_out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+def torch_or_skip():  # type: ignore[no-untyped-def]
+    """Import torch for tests marked `torch`; skip cleanly where it is not installed."""
+    return pytest.importorskip("torch")
+
+
+def draw_inputs(
+    loss: object, rng: np.random.Generator, batch: int = 6, classes: int = 4
+) -> dict[str, np.ndarray]:
+    """Inputs for a checked loss drawn from each input's declared domain, kept off the bounds.
+
+    Real inputs without a domain are N(0, 1); a one-sided domain is shifted by |N(0, 1)|;
+    int labels are uniform in [0, classes) for losses with an axis, else in {0, 1}.
+    """
+    out: dict[str, np.ndarray] = {}
+    for inp in loss.inputs:  # type: ignore[attr-defined]
+        shape = (batch, classes) if inp.axis else (batch,)
+        d = inp.domain
+        if inp.kind == "int":
+            if d is not None and d.low is not None and d.high is not None:
+                out[inp.name] = rng.integers(int(d.low), int(d.high) + 1, size=shape)
+            else:
+                high = classes if loss.axis else 2  # type: ignore[attr-defined]
+                out[inp.name] = rng.integers(0, high, size=shape)
+            continue
+        if d is None or (d.low is None and d.high is None):
+            out[inp.name] = rng.normal(size=shape)
+        elif d.low is not None and d.high is not None:
+            span = d.high - d.low
+            out[inp.name] = rng.uniform(d.low + 0.05 * span, d.high - 0.05 * span, size=shape)
+        elif d.low is not None:
+            out[inp.name] = d.low + 0.1 + np.abs(rng.normal(size=shape))
+        else:
+            out[inp.name] = d.high - 0.1 - np.abs(rng.normal(size=shape))  # type: ignore[operator]
+    return out
