@@ -5,7 +5,7 @@ Only re-exports from `api`; see README.md for the language and the API.
 
 __version__ = "0.1.0"
 
-from lossdsl.api import (  # noqa: E402
+from lossdsl.api import (
     Loss,
     ParamInfo,
     available,
@@ -16,7 +16,7 @@ from lossdsl.api import (  # noqa: E402
     load,
     register,
 )
-from lossdsl.errors import (  # noqa: E402
+from lossdsl.errors import (
     DerivationError,
     KernelCompileError,
     LossDSLError,

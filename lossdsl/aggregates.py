@@ -2,8 +2,9 @@
 
 Every reduction in a loss becomes a symbol (`_q0`, `_q1`, ...) defined by a `Quantity`, so the
 loss body and its derivatives are ordinary SymPy expressions of inputs, parameters and these
-symbols. Sums are split by linearity (`sum(q * (x - m))` -> `sum(q*x) - m * sum(q)`) so that as
-many aggregates as possible are computed in the same pass over a row. Identical aggregates are
+symbols. A gather lifts only the loads of element values at its index. Sums are split by
+linearity (`sum(q * (x - m))` -> `sum(q*x) - m * sum(q)`) so that as many aggregates as possible
+are computed in the same pass over a row. Identical aggregates are
 shared. Used by `lower` (to build the table) and `derive` (to add derivative aggregates).
 """
 
@@ -68,7 +69,7 @@ class Aggregates:
         for dep, coeff in parts:
             pos = positive and len(parts) == 1 and coeff == 1
             out += coeff * self._new("sum", dep, None, True, pos)
-        return out  # type: ignore[no-any-return]
+        return out
 
     def row_max(self, expr: sp.Expr, differentiable: bool = True) -> sp.Expr:
         if not self.element_dependent(expr):
@@ -76,11 +77,17 @@ class Aggregates:
         return self._new("max", expr, None, differentiable, False)
 
     def gather(self, expr: sp.Expr, index: sp.Expr) -> sp.Expr:
-        const, parts = self._split(expr)
-        out = const
-        for dep, coeff in parts:
-            out += coeff * self._new("gather", dep, index, True, False)
-        return out  # type: ignore[no-any-return]
+        """`expr` evaluated at position `index`: each element symbol becomes its gathered load.
+
+        Only loads are lifted; the arithmetic stays per-sample, so log(softmax(x)[y]) is still
+        seen as log(exp(x[y] - m) / S) and rewritten to x[y] - m - log(S).
+        """
+        loads = {
+            s: self._new("gather", s, index, True, False)
+            for s in sorted(expr.free_symbols & self.element_symbols, key=str)
+        }
+        loads[self.index] = index
+        return expr.xreplace(loads)
 
     def total(self, expr: sp.Expr) -> sp.Expr:
         return self._new("total", expr, None, True, False)

@@ -30,7 +30,7 @@ _MODES = {"mean": 0, "sum": 1, "none": 2}
 # the per-block partial sum, small enough that every core gets blocks.
 _BLOCK_ELEMENTS = 16_384
 # Below this many elements a serial kernel beats thread start-up.
-_PARALLEL_ELEMENTS = 65_536
+_PARALLEL_ELEMENTS = 262_144
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,12 @@ class Loss:
     def source_path(self) -> Path:
         return runtime.module_path(self._key)
 
+    def to(self, target: str) -> Loss:
+        """The same loss compiled for another target ("cpu", "cuda"); shares the derivation."""
+        other = Loss(self.definition, target)
+        other._derived = self._derived
+        return other
+
     def compile(self) -> Loss:
         """Load (and if needed generate) the kernel module now rather than on first call."""
         self._kernels()
@@ -132,26 +138,53 @@ class Loss:
         return self._run("value", args, kw, reduction, sample_weight)[0]
 
     def value_and_grad(
-        self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any
+        self,
+        *args: Any,
+        reduction: str | None = None,
+        sample_weight: Any = None,
+        out: Any = None,
+        **kw: Any,
     ) -> tuple[Any, Any]:
-        """(value, gradient); several `wrt` inputs give a tuple of gradients."""
-        value, grads, _ = self._run("grad", args, kw, reduction, sample_weight)
+        """(value, gradient); several `wrt` inputs give a tuple of gradients.
+
+        `out` (an array shaped and typed like the differentiated input, C-contiguous; a tuple of
+        them for several `wrt` inputs) receives the gradient and is returned: a training loop
+        that passes the same `out` every step allocates nothing.
+        """
+        value, grads, _ = self._run("grad", args, kw, reduction, sample_weight, out)
         return value, grads
 
-    def grad(self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any) -> Any:
-        return self.value_and_grad(*args, reduction=reduction, sample_weight=sample_weight, **kw)[1]
+    def grad(
+        self,
+        *args: Any,
+        reduction: str | None = None,
+        sample_weight: Any = None,
+        out: Any = None,
+        **kw: Any,
+    ) -> Any:
+        """The gradient only; `out` as for `value_and_grad`."""
+        return self._run("grad", args, kw, reduction, sample_weight, out)[1]
 
     def hessian_diag(
-        self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any
+        self,
+        *args: Any,
+        reduction: str | None = None,
+        sample_weight: Any = None,
+        out: Any = None,
+        **kw: Any,
     ) -> Any:
-        """Diagonal of the Hessian of the reduced loss, shaped like each `wrt` input."""
-        return self._run("hess", args, kw, reduction, sample_weight)[2]
+        """Diagonal of the Hessian of the reduced loss, shaped like each `wrt` input.
+
+        `out` receives it (as for `value_and_grad`); the gradient computed alongside goes to a
+        reused per-thread scratch array.
+        """
+        return self._run("hess", args, kw, reduction, sample_weight, out)[2]
 
     def value_grad_hess(
         self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any
     ) -> tuple[Any, Any, Any]:
         """Value, gradient and Hessian diagonal from one fused pass."""
-        return self._run("hess", args, kw, reduction, sample_weight)
+        return self._run("hess", args, kw, reduction, sample_weight, None, fresh=True)
 
     def _run(
         self,
@@ -160,33 +193,87 @@ class Loss:
         kw: dict[str, Any],
         reduction: str | None,
         weight: Any,
+        out: Any = None,
+        fresh: bool = False,
     ) -> tuple[Any, Any, Any]:
+        if self.target == "cuda":
+            from lossdsl import device  # device imports this module
+
+            return device.run(self, mode, args, kw, reduction, weight, out)
         call = _bind(self.definition, args, kw, reduction, weight)
-        n, dtype = call.n, call.dtype
         wrt = self.definition.wrt
-        grads = [np.empty(call.flat_shape(x), dtype) for x in wrt] if mode != "value" else []
-        hess = [np.empty(call.flat_shape(x), dtype) for x in wrt] if mode == "hess" else []
-        out = np.empty(n if call.mode == 2 else 0, dtype)
+        given = _outputs(call, wrt, out) if out is not None else None
+        grads: list[np.ndarray] = []
+        hess: list[np.ndarray] = []
+        if mode == "grad":
+            grads = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
+        elif mode == "hess":
+            hess = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
+            grads = [
+                np.empty(call.shape_of(x), call.dtype)
+                if fresh
+                else runtime.workspace(("grad", x), call.shape_of(x), call.dtype)
+                for x in wrt
+            ]
+        value = self._evaluate(mode, call, grads, hess)
+        return value, _one_or_tuple(grads), _one_or_tuple(hess)
+
+    def _evaluate(
+        self, mode: str, call: _Call, grads: list[np.ndarray], hess: list[np.ndarray]
+    ) -> Any:
+        n, dtype = call.n, call.dtype
+        result = np.empty(call.batch, dtype) if call.mode == 2 else None
         if n == 0:
-            value: Any = (np.nan if call.mode == 0 else 0.0)
             for g in grads + hess:
                 g.fill(0)
-        else:
-            elements = n * max(call.axis_len, 1)
-            entry = codegen.base.entry_name(mode, call.dtag, elements >= _PARALLEL_ELEMENTS)
-            block = max(1, _BLOCK_ELEMENTS // max(call.axis_len, 1))
-            kernel_args = (*call.arrays, *call.params, call.sw, call.mode, block, out, *grads, *hess)
-            value, bad = runtime.run_kernel(self._kernels(), entry, kernel_args)
-            if bad:
-                raise SpecShapeError(
-                    f"{bad} sample(s) have a label outside [0, {call.axis_len}) "
-                    f"for loss '{self.name}'",
-                    hint="labels index the class axis; mark ignored rows with a zero weight",
-                )
-        result = out.reshape(call.batch) if call.mode == 2 else dtype.type(value)
-        shaped_g = [g.reshape(call.shape_of(x)) for g, x in zip(grads, wrt, strict=False)]
-        shaped_h = [h.reshape(call.shape_of(x)) for h, x in zip(hess, wrt, strict=False)]
-        return result, _one_or_tuple(shaped_g), _one_or_tuple(shaped_h)
+            return result if result is not None else dtype.type(np.nan if call.mode == 0 else 0.0)
+        elements = n * max(call.axis_len, 1)
+        block = max(1, _BLOCK_ELEMENTS // max(call.axis_len, 1))
+        blocks = (n + block - 1) // block
+        threads = runtime.threads() if elements >= _PARALLEL_ELEMENTS else 1
+        wrt = self.definition.wrt
+        flat = [a.reshape(call.flat_shape(x)) for a, x in zip(grads, wrt, strict=False)]
+        flat += [a.reshape(call.flat_shape(x)) for a, x in zip(hess, wrt, strict=False)]
+        head = (*call.arrays, *call.params, call.sw, call.mode, block)
+        tail = (None if result is None else result.reshape(n), *flat)
+        weighted_mean = call.mode == 0 and (call.sw is not None or self.definition.weight is not None)
+        entry = codegen.base.entry_name(mode, call.dtag, True)
+        value, bad = runtime.run_phases(
+            self._kernels(), entry, head, tail, blocks, threads, weighted_mean
+        )
+        if bad:
+            raise SpecShapeError(
+                f"{int(bad)} sample(s) have a label outside [0, {call.axis_len}) "
+                f"for loss '{self.name}'",
+                hint="labels index the class axis; mark ignored rows with a zero weight",
+            )
+        return result if result is not None else dtype.type(value)
+
+
+def _outputs(call: _Call, wrt: tuple[str, ...], out: Any) -> list[np.ndarray]:
+    """Validate user-provided output arrays: one per `wrt` input, its shape and dtype, C order."""
+    arrays = list(out) if isinstance(out, tuple | list) else [out]
+    if len(arrays) != len(wrt):
+        raise SpecShapeError(
+            f"out= needs {len(wrt)} array(s), one per differentiated input ({', '.join(wrt)}), "
+            f"got {len(arrays)}"
+        )
+    for a, name in zip(arrays, wrt, strict=True):
+        shape = call.shape_of(name)
+        if not isinstance(a, np.ndarray):
+            raise SpecShapeError(f"out= for '{name}' must be a NumPy array, got {type(a).__name__}")
+        if a.shape != shape or a.dtype != call.dtype:
+            raise SpecShapeError(
+                f"out= for '{name}' has shape {a.shape} and dtype {a.dtype}; "
+                f"it needs shape {shape} and dtype {call.dtype}",
+                hint=f"allocate it once with np.empty_like({name})",
+            )
+        if not (a.flags.c_contiguous and a.flags.writeable):
+            raise SpecShapeError(
+                f"out= for '{name}' must be a writeable C-contiguous array",
+                hint="use np.ascontiguousarray or np.empty_like",
+            )
+    return arrays
 
 
 def _one_or_tuple(items: list[np.ndarray]) -> Any:
@@ -206,7 +293,7 @@ class _Call:
     axis_len: int
     arrays: list[np.ndarray]
     params: list[Any]
-    sw: np.ndarray
+    sw: np.ndarray | None
     mode: int
     shapes: dict[str, tuple[int, ...]]
     axis_inputs: frozenset[str]
@@ -249,7 +336,7 @@ def _bind(
             hint=did_you_mean(bad, known) or f"parameters: {', '.join(p.name for p in loss.params) or 'none'}",
         )
     mode = _reduction(loss, reduction)
-    sw = np.empty(0, dtype)
+    sw = None
     if weight is not None:
         w = np.asarray(weight, dtype=dtype)
         try:

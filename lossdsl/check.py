@@ -71,9 +71,7 @@ def check_spec(spec: n.Spec, resolve: Resolver | None = None) -> tuple[ir.LossDe
     try:
         for node in spec.losses:
             if node.name in done:
-                raise SpecNameError(
-                    f"loss '{node.name}' is defined twice in this file", node.span
-                )
+                raise SpecNameError(f"loss '{node.name}' is defined twice in this file", node.span)
             done[node.name] = _LossChecker(node, spec, lookup).run()
     except LossDSLError as exc:
         raise exc.with_source(spec.source) from None
@@ -98,6 +96,7 @@ class _LossChecker:
         for pdecl in node.params:
             self._declare_param(pdecl)
         value, weight, reduction, meta = self._body()
+        _bound_size(value, node.span)
         wrt = self._wrt()
         if weight is not None:
             self._weight_is_constant(weight, wrt)
@@ -122,7 +121,9 @@ class _LossChecker:
     # -- declarations -------------------------------------------------------------------------
 
     def _taken(self, name: str) -> bool:
-        return name in self.inputs or name in self.params or name in self.locals or name == self.axis
+        return (
+            name in self.inputs or name in self.params or name in self.locals or name == self.axis
+        )
 
     def _declare_name(self, name: str, span: Span, what: str) -> None:
         _check_identifier(name, span, what)
@@ -169,8 +170,10 @@ class _LossChecker:
                 decl.span,
                 hint="parameter types are real, int",
             )
-        if decl.axis is not None and self.axis is None and decl.axis not in (
-            i.axis for i in self.inputs.values()
+        if (
+            decl.axis is not None
+            and self.axis is None
+            and decl.axis not in (i.axis for i in self.inputs.values())
         ):
             raise SpecShapeError(
                 f"parameter axis '{decl.axis}' is not the axis of any input", decl.span
@@ -220,7 +223,9 @@ class _LossChecker:
                     )
                 reduction = stmt.mode
                 if stmt.weight is not None:
-                    weight = self._per_sample_real(self.expr(stmt.weight), stmt.weight.span, "a weight")
+                    weight = self._per_sample_real(
+                        self.expr(stmt.weight), stmt.weight.span, "a weight"
+                    )
             else:
                 self._meta(stmt, meta)
         if value is None:
@@ -275,9 +280,7 @@ class _LossChecker:
                     hint=did_you_mean(ref.name, self.inputs),
                 )
             if self.inputs[ref.name].kind != "real":
-                raise SpecShapeError(
-                    f"int input '{ref.name}' cannot be differentiated", ref.span
-                )
+                raise SpecShapeError(f"int input '{ref.name}' cannot be differentiated", ref.span)
             if ref.name in names:
                 raise SpecNameError(f"'{ref.name}' is listed twice in 'wrt'", ref.span)
             names.append(ref.name)
@@ -340,9 +343,7 @@ class _LossChecker:
         if name in CONSTANTS:
             return ir.Const(CONSTANTS[name], "real", span=e.span)
         if name in FUNCTIONS or name in AXIS_FUNCTIONS:
-            raise SpecNameError(
-                f"'{name}' is a function", e.span, hint=f"call it: {name}(...)"
-            )
+            raise SpecNameError(f"'{name}' is a function", e.span, hint=f"call it: {name}(...)")
         visible = [*self.inputs, *self.params, *self.locals, *CONSTANTS]
         if self.axis:
             visible.append(self.axis)
@@ -372,8 +373,10 @@ class _LossChecker:
         raise SpecShapeError(f"axes '{a.axis}' and '{b.axis}' do not match", span)
 
     def _gather(self, e: n.Index) -> ir.Expr:
-        if isinstance(e.base, n.Name) and e.base.name in AXIS_FUNCTIONS and (
-            e.base.name not in self.locals
+        if (
+            isinstance(e.base, n.Name)
+            and e.base.name in AXIS_FUNCTIONS
+            and (e.base.name not in self.locals)
         ):
             raise SpecSyntaxError(
                 f"'{e.base.name}[...]' needs arguments", e.span, hint=f"{e.base.name}[C](x)"
@@ -413,16 +416,12 @@ class _LossChecker:
         if other is not None:
             return self._inline(e, other)
         known = [*FUNCTIONS, *AXIS_FUNCTIONS]
-        raise SpecNameError(
-            f"unknown function '{name}'", func.span, hint=did_you_mean(name, known)
-        )
+        raise SpecNameError(f"unknown function '{name}'", func.span, hint=did_you_mean(name, known))
 
     def _builtin(self, e: n.Call, name: str) -> ir.Expr:
         fn = FUNCTIONS[name]
         if e.kwargs:
-            raise SpecSyntaxError(
-                f"'{name}' takes no keyword arguments", e.kwargs[0].span
-            )
+            raise SpecSyntaxError(f"'{name}' takes no keyword arguments", e.kwargs[0].span)
         if not fn.min_args <= len(e.args) <= fn.max_args:
             want = (
                 str(fn.min_args)
@@ -465,15 +464,11 @@ class _LossChecker:
                 hint=f"the axis is '{self.axis}'" if self.axis else "declare an input like x[C]",
             )
         if len(e.args) != 1 or e.kwargs:
-            raise SpecShapeError(
-                f"'{fname.name}[{self.axis}]' takes one argument", e.span
-            )
+            raise SpecShapeError(f"'{fname.name}[{self.axis}]' takes one argument", e.span)
         arg = self.expr(e.args[0])
         self._want(arg, "real", e.args[0].span)
         fn = AXIS_FUNCTIONS[fname.name]
-        return ir.AxisOp(
-            fn.name, self.axis, arg, "real", None if fn.reduces else self.axis, e.span
-        )
+        return ir.AxisOp(fn.name, self.axis, arg, "real", None if fn.reduces else self.axis, e.span)
 
     def _inline(self, e: n.Call, other: ir.LossDef) -> ir.Expr:
         if len(e.args) != len(other.inputs):
@@ -514,6 +509,34 @@ class _LossChecker:
                 raise SpecShapeError("a parameter value cannot vary along an axis", kw.span)
             params.append((kw.name, value))
         return ir.Inline(other, tuple(args), tuple(params), span=e.span)
+
+
+# Locals are inlined, so a chain of locals that each use the previous one twice doubles the
+# expression: bound the inlined tree before SymPy ever sees it.
+MAX_TREE_NODES = 20_000
+
+
+def _bound_size(e: ir.Expr, span: Span) -> None:
+    sizes: dict[int, int] = {}
+    stack: list[tuple[ir.Expr, bool]] = [(e, False)]
+    while stack:  # iterative post-order over the DAG, memoised by identity
+        node, expanded = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+        if sizes[id(node)] > MAX_TREE_NODES:
+            raise SpecShapeError(
+                f"the loss expands to more than {MAX_TREE_NODES} operations once locals are "
+                "substituted",
+                span,
+                hint="a local used several times in the next one doubles the size; "
+                "simplify the chain",
+            )
 
 
 def _domain(d: n.Domain | None) -> ir.Domain | None:

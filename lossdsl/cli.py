@@ -1,4 +1,4 @@
-"""The `lossdsl` command (also `python -m lossdsl`): list, check, show, run, catalog.
+"""The `lossdsl` command (also `python -m lossdsl`): list, check, show, run, fmt, catalog.
 
 Talks to the terminal and nothing else: every subcommand calls the public API. A
 `LossDSLError` is printed as the rendered message (file:line:col, the line, a caret, a hint)
@@ -17,6 +17,8 @@ import numpy as np
 
 from lossdsl import api
 from lossdsl.errors import LossDSLError
+from lossdsl.format import format_spec
+from lossdsl.parse import parse_spec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.set_defaults(run=_run)
 
+    p = sub.add_parser("fmt", help="print spec files in canonical layout")
+    p.add_argument("files", nargs="+", type=Path)
+    p.set_defaults(run=_fmt)
+
     p = sub.add_parser("catalog", help="print the built-in catalog as Markdown")
     p.set_defaults(run=_catalog)
     return parser
@@ -78,13 +84,20 @@ def _resolve(spec: str, name: str | None, target: str = "cpu") -> api.Loss:
 
 
 def _list(args: argparse.Namespace) -> int:
-    names = api.available(args.task)
+    names = api.available()
     width = max((len(n) for n in names), default=0)
+    failed = False
     for name in names:
-        loss = api.get(name)
-        summary = loss.definition.summary
-        print(f"{name:<{width}}  {loss.task:<12}  {summary}")
-    return 0
+        try:
+            loss = api.get(name)
+        except LossDSLError as exc:
+            # One broken spec on the search path must not hide every other loss.
+            print(str(exc), file=sys.stderr)
+            failed = True
+            continue
+        if args.task is None or loss.task == args.task:
+            print(f"{name:<{width}}  {loss.task:<12}  {loss.definition.summary}")
+    return 2 if failed else 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -146,6 +159,12 @@ def _random_inputs(loss: api.Loss, batch: int, classes: int, dtype: np.dtype) ->
             low = high - 4.0
         out.append(rng.uniform(low, high, size=shape).astype(dtype))
     return out
+
+
+def _fmt(args: argparse.Namespace) -> int:
+    for path in args.files:
+        print(format_spec(parse_spec(path.read_text(encoding="utf-8"), str(path))), end="")
+    return 0
 
 
 def _catalog(args: argparse.Namespace) -> int:

@@ -110,7 +110,7 @@ class _Differ:
             jq = self.jacobian(q, x, full)
             if jq != 0:
                 out += dq * jq
-        return out  # type: ignore[no-any-return]
+        return out
 
     def jacobian(self, q: sp.Symbol, x: sp.Symbol, full: bool) -> sp.Expr:
         key = (q, x, full)
@@ -133,10 +133,7 @@ class _Differ:
             return sp.S.Zero
         f = q.expr
         w = self._tie_weight(q) if q.op == "max" else sp.S.One
-        if x in self.elements:
-            out = w * sp.diff(f, x)
-        else:
-            out = self.table.row_sum(w * sp.diff(f, x))
+        out = w * sp.diff(f, x) if x in self.elements else self.table.row_sum(w * sp.diff(f, x))
         for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
             df = sp.diff(f, q2)
             if df == 0:
@@ -144,7 +141,7 @@ class _Differ:
             j2 = self.jacobian(q2, x, full)
             if j2 != 0:
                 out += self.table.row_sum(w * df) * j2
-        return out  # type: ignore[no-any-return]
+        return out
 
     def _tie_weight(self, q: Quantity) -> sp.Expr:
         # The maximum's gradient is shared evenly between tied elements (torch.amax).
@@ -165,7 +162,7 @@ class _Differ:
             j2 = self.jacobian(q2, x, full)
             if j2 != 0:
                 out += self.table.gather(df, index) * j2
-        return out  # type: ignore[no-any-return]
+        return out
 
     def _adjoint_jacobian(self, q: Quantity, x: sp.Symbol) -> sp.Expr:
         total = self.tbar_of.get(q.symbol)
@@ -177,7 +174,7 @@ class _Differ:
             v = self.table.adjoint(COEF * sp.diff(value, total, other.symbol))
             if v != 0:
                 out += v * self.jacobian(other.symbol, x, True)
-        return out  # type: ignore[no-any-return]
+        return out
 
     def _tick(self) -> None:
         if time.monotonic() > self.deadline:

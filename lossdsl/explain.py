@@ -29,7 +29,7 @@ _NAMES = {
 }
 
 
-class _Printer(StrPrinter):  # type: ignore[misc]
+class _Printer(StrPrinter):
     def _print_Function(self, expr: sp.Expr) -> str:
         name = _NAMES.get(type(expr).__name__, type(expr).__name__)
         return f"{name}({', '.join(self._print(a) for a in expr.args)})"
@@ -65,7 +65,10 @@ def explain(derived: Derived, latex: bool = False) -> str:
     params = ", ".join(f"{p.name} = {p.default:g}" for p in loss.params)
     inputs = ", ".join(i.name + (f"[{i.axis}]" if i.axis else "") for i in loss.inputs)
     head = f"loss {loss.name}({inputs}{'; ' + params if params else ''})"
-    lines = [head, f"  reduce    {loss.reduction}" + (" weighted" if loss.weight is not None else "")]
+    lines = [
+        head,
+        f"  reduce    {loss.reduction}" + (" weighted" if loss.weight is not None else ""),
+    ]
     lines.append(f"  value     l = {show(derived.value)}")
     if loss.weight is not None:
         lines.append(f"  weight    w = {show(derived.weight)}")

@@ -24,7 +24,9 @@ class Domain:
     def contains(self, value: float) -> bool:
         if math.isnan(value):
             return False
-        if self.low is not None and (value < self.low or (value == self.low and not self.low_closed)):
+        if self.low is not None and (
+            value < self.low or (value == self.low and not self.low_closed)
+        ):
             return False
         return not (
             self.high is not None

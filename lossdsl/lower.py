@@ -122,7 +122,8 @@ class _Lowerer:
         if isinstance(e, ir.AxisOp):
             return AXIS_FUNCTIONS[e.fn].build(self, self.expr(e.arg))
         if isinstance(e, ir.Gather):
-            return self.table.gather(self.expr(e.arg), self.expr(e.index))
+            gathered = self.table.gather(self.expr(e.arg), self.expr(e.index))
+            return P.stabilize(gathered)
         if isinstance(e, ir.Total):
             return self.table.total(self.expr(e.arg))
         return self._inline(e)

@@ -72,7 +72,9 @@ class _BracketNewlines(lark.lark.PostLex):
             total += 1
             in_statement += 1
             if total > MAX_TOKENS or in_statement > MAX_STATEMENT_TOKENS:
-                raise _TooLarge(token, "statement" if in_statement > MAX_STATEMENT_TOKENS else "spec")
+                raise _TooLarge(
+                    token, "statement" if in_statement > MAX_STATEMENT_TOKENS else "spec"
+                )
             if token.type == "_NL":
                 if depth > 0:
                     continue
@@ -169,17 +171,17 @@ def _too_large(exc: _TooLarge, file: str, source: str) -> SpecSyntaxError:
 
 def _syntax_error(exc: UnexpectedInput, file: str, source: str) -> SpecSyntaxError:
     if isinstance(exc, UnexpectedCharacters):
-        line, col = exc.line, exc.column
-        bad = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else ""
-        span = Span(file, line, col, line, col + 1, exc.pos_in_stream, exc.pos_in_stream + 1)
-        hint = _char_hint(bad)
-        return SpecSyntaxError(f"unexpected character {bad!r}", span, source, hint)
+        line, col, pos = exc.line, exc.column, exc.pos_in_stream or 0
+        bad = source[pos] if pos < len(source) else ""
+        span = Span(file, line, col, line, col + 1, pos, pos + 1)
+        return SpecSyntaxError(f"unexpected character {bad!r}", span, source, _char_hint(bad))
     if isinstance(exc, UnexpectedEOF):
         lines = source.splitlines() or [""]
         span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
-        return SpecSyntaxError("unexpected end of input", span, source, _expected(exc.expected))
+        expected_eof = {str(t) for t in exc.expected}
+        return SpecSyntaxError("unexpected end of input", span, source, _expected(expected_eof))
     token: Token = exc.token  # type: ignore[attr-defined]
-    expected = getattr(exc, "expected", set()) or set()
+    expected: set[str] = set(getattr(exc, "expected", set()) or set())
     if token.type == "$END":
         lines = source.splitlines() or [""]
         span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)

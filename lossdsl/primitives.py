@@ -254,7 +254,7 @@ class StopGradient(_Elementwise):
 
 
 # torch's binary_cross_entropy_backward divides by max(p (1 - p), 1e-12).
-_BCE_EPS = sp.Float(1e-12)
+_BCE_EPS = sp.Rational(1, 10**12)
 
 
 class BinaryCrossEntropy(sp.Function):

@@ -14,17 +14,20 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numba
+import numpy as np
 
 from lossdsl.errors import KernelCompileError
 
 # Bump when generated code changes shape, so old cache entries are not reused.
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 
 def cache_dir() -> Path:
@@ -98,3 +101,89 @@ def run_kernel(module: ModuleType, entry: str, args: tuple[Any, ...]) -> Any:
             module.__file__,
             hint=f"the generated source is {module.__file__}",
         ) from exc
+
+
+# Read-only stand-in for the block sums of a phase that did not run.
+_NO_PARTS = np.zeros((0, 1))
+_POOL: ThreadPoolExecutor | None = None
+_WORKSPACE = threading.local()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS)
+    return _POOL
+
+
+def threads() -> int:
+    """Threads for a parallel call: Numba's setting (`numba.set_num_threads`, NUMBA_NUM_THREADS)."""
+    return int(numba.get_num_threads())
+
+
+def workspace(key: Any, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+    """A scratch array kept per calling thread and reused while `key`, shape and dtype repeat.
+
+    The kernels overwrite every element they later read, so it is never cleared.
+    """
+    cache: dict[Any, np.ndarray] | None = getattr(_WORKSPACE, "arrays", None)
+    if cache is None:
+        cache = _WORKSPACE.arrays = {}
+    a = cache.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = cache[key] = np.empty(shape, dtype)
+    return a
+
+
+def run_phases(
+    module: ModuleType,
+    entry: str,
+    head: tuple[Any, ...],
+    tail: tuple[Any, ...],
+    blocks: int,
+    threads: int,
+    weighted_mean: bool,
+) -> tuple[float, float]:
+    """Run an entry point's phases over `blocks` fixed blocks; returns (value, bad rows).
+
+    Each phase writes one row of block sums per block and the next phase adds them up in block
+    order, so with any number of threads every sum is taken in the same order: results are
+    bitwise identical whatever `threads` is. Threads call the nogil kernels directly.
+    """
+    previous = [_NO_PARTS, _NO_PARTS]
+    result: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    parts = _NO_PARTS
+    for k, (suffix, width, always) in enumerate(module.PHASES[entry]):
+        if not (always or weighted_mean):
+            continue
+        parts = workspace((module.__name__, entry, k), (blocks, width))
+        args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
+        if threads <= 1 or blocks < 2:
+            result = run_kernel(module, entry + suffix, args)
+        else:
+            result = _run_threaded(module, entry + suffix, args, len(head), blocks, threads)
+        if suffix == "_pre":
+            previous[0] = parts
+        elif suffix == "_adj":
+            previous[1] = parts
+    total, bad, scale = result
+    if threads > 1 and blocks >= 2:
+        # Same order as the kernel's own loop over its blocks (a serial run): same bits.
+        total, bad = 0.0, 0.0
+        for v, b in parts.tolist():
+            total += v
+            bad += b
+    return total * scale, bad
+
+
+def _run_threaded(
+    module: ModuleType, name: str, args: tuple[Any, ...], at: int, blocks: int, threads: int
+) -> tuple[float, float, float]:
+    count = min(threads, blocks)
+    cuts = [blocks * t // count for t in range(count + 1)]
+    calls = [(*args[:at], cuts[t], cuts[t + 1], *args[at + 2 :]) for t in range(count)]
+    futures = [_pool().submit(run_kernel, module, name, c) for c in calls[1:]]
+    first = run_kernel(module, name, calls[0])
+    for f in futures:
+        f.result()
+    return first  # type: ignore[no-any-return]

@@ -27,7 +27,9 @@ FD_RTOL = 1e-5
 FD_ATOL = 1e-6
 
 
-def assert_close(actual: object, expected: object, rtol: float = RTOL64, atol: float = ATOL64) -> None:
+def assert_close(
+    actual: object, expected: object, rtol: float = RTOL64, atol: float = ATOL64
+) -> None:
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol)
 
 

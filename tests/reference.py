@@ -35,10 +35,12 @@ def reference_value(
     with np.errstate(all="ignore"):
         per_sample = _eval(loss.value, values)
         weight = _eval(loss.weight, values) if loss.weight is not None else 1.0
-        batch = np.broadcast_shapes(*(
-            np.shape(inputs[i.name])[:-1] if i.axis else np.shape(inputs[i.name])
-            for i in loss.inputs
-        ))
+        batch = np.broadcast_shapes(
+            *(
+                np.shape(inputs[i.name])[:-1] if i.axis else np.shape(inputs[i.name])
+                for i in loss.inputs
+            )
+        )
         per_sample = np.broadcast_to(per_sample, batch)
         w = np.broadcast_to(np.asarray(weight, np.float64), batch)
         if sample_weight is not None:

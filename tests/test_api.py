@@ -14,7 +14,8 @@ def test_batch_shape_and_dtype_are_preserved(rng: np.random.Generator) -> None:
     p, t = rng.normal(size=(3, 4, 5)), rng.normal(size=(3, 4, 5))
     v, g = mse.value_and_grad(p, t)
     np.testing.assert_allclose(v, ((p - t) ** 2).mean(), rtol=1e-12)
-    assert g.shape == p.shape and g.dtype == p.dtype
+    assert g.shape == p.shape
+    assert g.dtype == p.dtype
     np.testing.assert_allclose(g, 2 * (p - t) / p.size, rtol=1e-12)
     per = mse(p, t, reduction="none")
     assert per.shape == p.shape
@@ -58,33 +59,79 @@ def test_reductions_and_sample_weights(rng: np.random.Generator) -> None:
 def test_several_wrt_inputs_give_a_tuple(rng: np.random.Generator) -> None:
     trip = lossdsl.get("triplet_margin")
     a, p, n = (rng.normal(size=(4, 3)) for _ in range(3))
-    value, grads = trip.value_and_grad(a, p, n)
-    assert isinstance(grads, tuple) and len(grads) == 3
+    _value, grads = trip.value_and_grad(a, p, n)
+    assert isinstance(grads, tuple)
+    assert len(grads) == 3
     assert all(g.shape == a.shape for g in grads)
 
 
 def test_empty_batch() -> None:
     mse = lossdsl.get("mse")
     v, g = mse.value_and_grad(np.zeros(0), np.zeros(0))
-    assert np.isnan(v) and g.shape == (0,)
+    assert np.isnan(v)
+    assert g.shape == (0,)
     assert mse(np.zeros(0), np.zeros(0), reduction="sum") == 0.0
 
 
 @pytest.mark.parametrize(
     ("call", "error", "fragment"),
     [
-        (lambda: lossdsl.get("mse")(np.ones(3, dtype=np.int64), np.ones(3)), SpecShapeError, "float32 or float64"),
+        (
+            lambda: lossdsl.get("mse")(np.ones(3, dtype=np.int64), np.ones(3)),
+            SpecShapeError,
+            "float32 or float64",
+        ),
         (lambda: lossdsl.get("mse")(np.ones(3), np.ones(4)), SpecShapeError, "do not broadcast"),
-        (lambda: lossdsl.get("mse")(np.ones(1), np.ones(4)), SpecShapeError, "must not be broadcast"),
+        (
+            lambda: lossdsl.get("mse")(np.ones(1), np.ones(4)),
+            SpecShapeError,
+            "must not be broadcast",
+        ),
         (lambda: lossdsl.get("mse")(np.ones(3)), SpecShapeError, "missing input 'target'"),
-        (lambda: lossdsl.get("huber")(np.ones(3), np.ones(3), delt=1), SpecShapeError, "did you mean 'delta'"),
-        (lambda: lossdsl.get("huber")(np.ones(3), np.ones(3), delta=-1), SpecDomainError, "outside its domain > 0"),
-        (lambda: lossdsl.get("huber")(np.ones(3), np.ones(3), reduction="avg"), SpecShapeError, "unknown reduction"),
-        (lambda: lossdsl.get("sparse_cross_entropy")(np.ones((3, 4)), np.array([0.5, 1, 2])), SpecShapeError, "integer labels"),
-        (lambda: lossdsl.get("sparse_cross_entropy")(np.ones((3, 4)), np.array([0, 4, 1])), SpecShapeError, "outside [0, 4)"),
-        (lambda: lossdsl.get("sparse_cross_entropy")(np.ones((3, 4)), np.zeros(3, int), weight=np.ones(5)), SpecShapeError, "needs shape (4,)"),
-        (lambda: lossdsl.get("cross_entropy")(np.ones((3, 4)), np.ones((3, 5))), SpecShapeError, "disagree on the length"),
-        (lambda: lossdsl.get("triplet_margin")(np.ones((2, 3), np.float32), np.ones((2, 3)), np.ones((2, 3))), SpecShapeError, "mix dtypes"),
+        (
+            lambda: lossdsl.get("huber")(np.ones(3), np.ones(3), delt=1),
+            SpecShapeError,
+            "did you mean 'delta'",
+        ),
+        (
+            lambda: lossdsl.get("huber")(np.ones(3), np.ones(3), delta=-1),
+            SpecDomainError,
+            "outside its domain > 0",
+        ),
+        (
+            lambda: lossdsl.get("huber")(np.ones(3), np.ones(3), reduction="avg"),
+            SpecShapeError,
+            "unknown reduction",
+        ),
+        (
+            lambda: lossdsl.get("sparse_cross_entropy")(np.ones((3, 4)), np.array([0.5, 1, 2])),
+            SpecShapeError,
+            "integer labels",
+        ),
+        (
+            lambda: lossdsl.get("sparse_cross_entropy")(np.ones((3, 4)), np.array([0, 4, 1])),
+            SpecShapeError,
+            "outside [0, 4)",
+        ),
+        (
+            lambda: lossdsl.get("sparse_cross_entropy")(
+                np.ones((3, 4)), np.zeros(3, int), weight=np.ones(5)
+            ),
+            SpecShapeError,
+            "needs shape (4,)",
+        ),
+        (
+            lambda: lossdsl.get("cross_entropy")(np.ones((3, 4)), np.ones((3, 5))),
+            SpecShapeError,
+            "disagree on the length",
+        ),
+        (
+            lambda: lossdsl.get("triplet_margin")(
+                np.ones((2, 3), np.float32), np.ones((2, 3)), np.ones((2, 3))
+            ),
+            SpecShapeError,
+            "mix dtypes",
+        ),
     ],
 )
 def test_call_errors_are_clear(call: object, error: type[Exception], fragment: str) -> None:
@@ -97,7 +144,9 @@ def test_domain_error_points_at_the_declaration() -> None:
     with pytest.raises(SpecDomainError) as info:
         lossdsl.get("huber")(np.ones(2), np.ones(2), delta=0.0)
     text = str(info.value)
-    assert "huber.loss:" in text and "delta: real = 1.0 > 0" in text and "^" in text
+    assert "huber.loss:" in text
+    assert "delta: real = 1.0 > 0" in text
+    assert "^" in text
 
 
 def test_nan_propagates_to_its_own_sample_only() -> None:
@@ -105,28 +154,33 @@ def test_nan_propagates_to_its_own_sample_only() -> None:
     p = np.array([1.0, np.nan, 3.0])
     v, g = mse.value_and_grad(p, np.zeros(3))
     assert np.isnan(v)
-    assert np.isnan(g[1]) and np.all(np.isfinite(g[[0, 2]]))
+    assert np.isnan(g[1])
+    assert np.all(np.isfinite(g[[0, 2]]))
     per = mse(p, np.zeros(3), reduction="none")
-    assert np.isnan(per[1]) and per[0] == 1.0
+    assert np.isnan(per[1])
+    assert per[0] == 1.0
 
 
 def test_ignored_rows_contribute_nothing_even_if_nan() -> None:
     ce = lossdsl.get("sparse_cross_entropy")
     x = np.array([[1.0, 2.0, 3.0], [np.nan, 0.0, 1.0]])
     v, g = ce.value_and_grad(x, np.array([2, -100]))
-    assert np.isfinite(v) and np.all(g[1] == 0)
+    assert np.isfinite(v)
+    assert np.all(g[1] == 0)
     all_ignored = ce(x, np.array([-100, -100]))
     assert np.isnan(all_ignored)  # 0 / 0, as torch
 
 
 def test_select_never_leaks_nan_from_the_branch_not_taken() -> None:
     loss = lossdsl.compile(
-        "loss f(x):\n    return where(x > 0, log(x), 0) + sqrt(x^2) + norm_zero(x)\n"
-        .replace(" + norm_zero(x)", "")
+        "loss f(x):\n    return where(x > 0, log(x), 0) + sqrt(x^2) + norm_zero(x)\n".replace(
+            " + norm_zero(x)", ""
+        )
     )
     x = np.array([-1.0, 0.0, 2.0])
-    v, g, h = loss.value_grad_hess(x, reduction="sum")
-    assert np.all(np.isfinite(g)) and np.all(np.isfinite(h))
+    _v, g, h = loss.value_grad_hess(x, reduction="sum")
+    assert np.all(np.isfinite(g))
+    assert np.all(np.isfinite(h))
     np.testing.assert_allclose(g, [-1.0, 0.0, 1.5])
 
 
@@ -144,20 +198,26 @@ def test_extreme_logits_stay_finite() -> None:
     x = np.array([-1e4, -50.0, 0.0, 50.0, 1e4])
     for dtype in (np.float32, np.float64):
         v, g = bce.value_and_grad(x.astype(dtype), np.array([1.0, 1, 0, 0, 0]))
-        assert np.isfinite(v) and np.all(np.isfinite(g))
+        assert np.isfinite(v)
+        assert np.all(np.isfinite(g))
     ce = lossdsl.get("sparse_cross_entropy")
     logits = np.array([[1e4, -1e4, 0.0], [0.0, 0.0, 1e4]])
     v, g, h = ce.value_grad_hess(logits, np.array([1, 2]))
-    assert np.isfinite(v) and np.all(np.isfinite(g)) and np.all(np.isfinite(h))
+    assert np.isfinite(v)
+    assert np.all(np.isfinite(g))
+    assert np.all(np.isfinite(h))
     np.testing.assert_allclose(v, 2e4 / 2)
 
 
 def test_explain_and_metadata() -> None:
     ce = lossdsl.get("sparse_cross_entropy")
     text = ce.explain()
-    assert "gradient  dl/dlogits" in text and "hessian" in text and "Heaviside" not in text
+    assert "gradient  dl/dlogits" in text
+    assert "hessian" in text
+    assert "Heaviside" not in text
     assert "max[C](logits)" in text
-    assert ce.task == "multiclass" and ce.activation == "softmax"
+    assert ce.task == "multiclass"
+    assert ce.activation == "softmax"
     params = {p.name: p for p in ce.params}
     assert params["label_smoothing"].domain == "in [0, 1]"
     assert params["weight"].axis == "C"

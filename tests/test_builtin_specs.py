@@ -45,7 +45,9 @@ def test_every_spec_file_defines_the_loss_it_is_named_after() -> None:
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("name", SPECS)
-def test_value_matches_numpy_interpreter(name: str, reduction: str, rng: np.random.Generator) -> None:
+def test_value_matches_numpy_interpreter(
+    name: str, reduction: str, rng: np.random.Generator
+) -> None:
     loss, inputs = _setup(name, rng)
     ours = loss(*inputs.values(), reduction=reduction)
     ref = reference_value(loss.definition, inputs, reduction=reduction)
@@ -94,9 +96,7 @@ def test_value_grad_hess_agree_with_separate_calls(name: str, rng: np.random.Gen
 @pytest.mark.parametrize("name", SPECS)
 def test_float32_kernels_agree_with_float64(name: str, rng: np.random.Generator) -> None:
     loss, inputs = _setup(name, rng)
-    as32 = {
-        k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()
-    }
+    as32 = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in inputs.items()}
     v64, g64 = loss.value_and_grad(*inputs.values())
     v32, g32 = loss.value_and_grad(*as32.values())
     assert isinstance(v32, np.float32)

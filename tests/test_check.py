@@ -30,7 +30,8 @@ def test_locals_are_inlined_and_kinds_and_axes_resolved() -> None:
     assert loss.axis == "C"
     assert loss.wrt == ("logits",)
     assert loss.reduction == "mean"
-    assert loss.value.axis is None and loss.value.kind == "real"
+    assert loss.value.axis is None
+    assert loss.value.kind == "real"
     assert loss.input("label").kind == "int"
     assert str(loss.param("s").domain) == "in [0, 1]"
 
@@ -39,7 +40,13 @@ ERRORS = [
     # (source, error class, line, column, message fragment)
     ("loss f(x):\n    return y\n", SpecNameError, 2, 12, "unknown name 'y'"),
     ("loss f(x, x):\n    return x\n", SpecNameError, 1, 11, "already defined"),
-    ("loss f(x):\n    r = x\n    r = 2 * x\n    return r\n", SpecNameError, 3, 5, "already defined"),
+    (
+        "loss f(x):\n    r = x\n    r = 2 * x\n    return r\n",
+        SpecNameError,
+        3,
+        5,
+        "already defined",
+    ),
     ("loss f(x):\n    return foo(x)\n", SpecNameError, 2, 12, "unknown function 'foo'"),
     ("loss f(x):\n    return exp(x, x)\n", SpecShapeError, 2, 12, "takes 1 argument"),
     ("loss f(x):\n    return sum(x)\n", SpecSyntaxError, 2, 12, "works along an axis"),
@@ -53,7 +60,13 @@ ERRORS = [
     ("loss f(x) wrt z:\n    return x\n", SpecNameError, 1, 15, "not an input"),
     ("loss f(x):\n    return x > 0\n", SpecShapeError, 2, 12, "condition"),
     ("loss f(x):\n    return where(x, 1, 0)\n", SpecShapeError, 2, 18, "used as a condition"),
-    ("loss f(x; a: real = 2 in [0, 1]):\n    return x\n", SpecDomainError, 1, 11, "outside its domain"),
+    (
+        "loss f(x; a: real = 2 in [0, 1]):\n    return x\n",
+        SpecDomainError,
+        1,
+        11,
+        "outside its domain",
+    ),
     ("loss f(x; a: real = 1 in [2, 1]):\n    return x\n", SpecDomainError, 1, 23, "empty domain"),
     ("loss f(x; n: int = 1.5):\n    return x\n", SpecDomainError, 1, 11, "non-integer"),
     ("loss f(x; a: complex = 1):\n    return x\n", SpecNameError, 1, 11, "unknown parameter type"),
@@ -61,7 +74,13 @@ ERRORS = [
     ("loss f(x):\n    return x\n    reduce median\n", SpecSyntaxError, 3, 5, "unknown reduction"),
     ("loss f(x):\n    r = x\n", SpecSyntaxError, 1, 6, "no 'return'"),
     ("loss f(x):\n    return x\n    return x\n", SpecSyntaxError, 3, 5, "a second 'return'"),
-    ("loss f(x, w):\n    return x\n    reduce mean weighted x\n", SpecShapeError, 3, 26, "weight depends"),
+    (
+        "loss f(x, w):\n    return x\n    reduce mean weighted x\n",
+        SpecShapeError,
+        3,
+        26,
+        "weight depends",
+    ),
     ("loss f(_x):\n    return _x\n", SpecNameError, 1, 8, "reserved"),
     ("loss f(x):\n    return total(total(x))\n", UnsupportedError, 2, 12, "total() inside total()"),
     ("loss f(x):\n    return sum\n", SpecNameError, 2, 12, "is a function"),
@@ -105,7 +124,7 @@ def test_axis_mismatch_renders_the_whole_span() -> None:
 
 
 def test_composition_resolves_and_binds_parameters() -> None:
-    first, second = check(
+    _first, second = check(
         "loss h(p, t; d: real = 1 > 0):\n    return d * (p - t)^2\n"
         "loss mix(p, t):\n    return 0.5 * h(p, t; d=2) + h(p, t)\n"
     )

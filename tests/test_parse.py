@@ -25,8 +25,13 @@ def test_parses_declarations_and_body() -> None:
     assert [i.name for i in loss.inputs] == ["pred", "target"]
     (delta,) = loss.params
     assert (delta.name, delta.type, delta.default) == ("delta", "real", 1.0)
-    assert delta.domain is not None and delta.domain.low == 0.0 and not delta.domain.low_closed
-    assert loss.comment == "Huber: quadratic near zero, linear for large residuals.\nSecond line of the comment."
+    assert delta.domain is not None
+    assert delta.domain.low == 0.0
+    assert not delta.domain.low_closed
+    assert (
+        loss.comment
+        == "Huber: quadratic near zero, linear for large residuals.\nSecond line of the comment."
+    )
     kinds = [type(s).__name__ for s in loss.body]
     assert kinds == ["Meta", "Assign", "Return"]
 
@@ -36,20 +41,28 @@ def test_operator_precedence_and_associativity() -> None:
     ret = parse_spec(src).losses[0].body[0]
     assert isinstance(ret, n.Return)
     top = ret.value
-    assert isinstance(top, n.BoolOp) and top.op == "or"
+    assert isinstance(top, n.BoolOp)
+    assert top.op == "or"
     left = top.left
-    assert isinstance(left, n.BoolOp) and left.op == "and"
+    assert isinstance(left, n.BoolOp)
+    assert left.op == "and"
     cmp = left.left
-    assert isinstance(cmp, n.Compare) and cmp.op == "<"
+    assert isinstance(cmp, n.Compare)
+    assert cmp.op == "<"
     arith = cmp.left
-    assert isinstance(arith, n.BinaryOp) and arith.op == "+"
+    assert isinstance(arith, n.BinaryOp)
+    assert arith.op == "+"
     mul = arith.left
-    assert isinstance(mul, n.BinaryOp) and mul.op == "*"
+    assert isinstance(mul, n.BinaryOp)
+    assert mul.op == "*"
     neg = mul.left
-    assert isinstance(neg, n.UnaryOp) and neg.op == "-"
+    assert isinstance(neg, n.UnaryOp)
+    assert neg.op == "-"
     power = neg.operand
-    assert isinstance(power, n.BinaryOp) and power.op == "^"
-    assert isinstance(power.right, n.BinaryOp) and power.right.op == "^"  # right associative
+    assert isinstance(power, n.BinaryOp)
+    assert power.op == "^"
+    assert isinstance(power.right, n.BinaryOp)
+    assert power.right.op == "^"
 
 
 def test_axis_calls_gathers_keywords_and_domains() -> None:
@@ -59,20 +72,29 @@ def test_axis_calls_gathers_keywords_and_domains() -> None:
         "    reduce mean weighted w[label]\n"
     )
     loss = parse_spec(src).losses[0]
-    assert loss.inputs[0].axis == "C" and loss.inputs[1].type == "int"
+    assert loss.inputs[0].axis == "C"
+    assert loss.inputs[1].type == "int"
     s = loss.params[1]
-    assert s.domain is not None and s.domain.low_closed and not s.domain.high_closed
+    assert s.domain is not None
+    assert s.domain.low_closed
+    assert not s.domain.high_closed
     assert [w.name for w in loss.wrt] == ["logits"]
     ret = loss.body[0]
-    assert isinstance(ret, n.Return) and isinstance(ret.value, n.BinaryOp)
+    assert isinstance(ret, n.Return)
+    assert isinstance(ret.value, n.BinaryOp)
     gather = ret.value.left
-    assert isinstance(gather, n.UnaryOp) and isinstance(gather.operand, n.Index)
+    assert isinstance(gather, n.UnaryOp)
+    assert isinstance(gather.operand, n.Index)
     call = gather.operand.base
-    assert isinstance(call, n.Call) and isinstance(call.func, n.Index)
+    assert isinstance(call, n.Call)
+    assert isinstance(call.func, n.Index)
     composed = ret.value.right
-    assert isinstance(composed, n.Call) and composed.kwargs[0].name == "delta"
+    assert isinstance(composed, n.Call)
+    assert composed.kwargs[0].name == "delta"
     red = loss.body[1]
-    assert isinstance(red, n.Reduce) and red.mode == "mean" and red.weight is not None
+    assert isinstance(red, n.Reduce)
+    assert red.mode == "mean"
+    assert red.weight is not None
 
 
 def test_several_losses_docstrings_and_line_continuation_in_brackets() -> None:
@@ -83,7 +105,8 @@ def test_several_losses_docstrings_and_line_continuation_in_brackets() -> None:
     spec = parse_spec(src)
     assert [loss.name for loss in spec.losses] == ["a", "b"]
     doc = spec.losses[0].body[0]
-    assert isinstance(doc, n.Meta) and doc.value == "First.\n\nMore."
+    assert isinstance(doc, n.Meta)
+    assert doc.value == "First.\n\nMore."
     assert spec.losses[1].comment == "about b"
 
 

@@ -14,13 +14,20 @@ import lossdsl
 from lossdsl.errors import SpecNameError, UnknownLossError
 from lossdsl.registry import Registry, specs_dir
 
-ASYM = "# Asymmetric squared error.\nloss asym(pred, target; k: real = 2 > 0):\n    task regression\n    r = pred - target\n    return where(r > 0, k * r^2, r^2)\n"
+ASYM = """\
+# Asymmetric squared error.
+loss asym(pred, target; k: real = 2 > 0):
+    task regression
+    r = pred - target
+    return where(r > 0, k * r^2, r^2)
+"""
 
 
 def test_builtins_are_discovered_by_stem() -> None:
     reg = Registry()
     names = reg.names()
-    assert "huber" in names and "cross_entropy" in names
+    assert "huber" in names
+    assert "cross_entropy" in names
     assert names == sorted(p.stem for p in specs_dir().glob("*.loss"))
     assert reg.is_builtin("mse")
 
@@ -37,7 +44,9 @@ def test_register_file_then_get_and_compose(tmp_path: Path, rng: np.random.Gener
     spec.write_text(ASYM)
     assert reg.register_file(spec) == ["asym"]
     mix = tmp_path / "mix.loss"
-    mix.write_text("loss mix(pred, target):\n    return 0.5 * asym(pred, target; k=3) + mse(pred, target)\n")
+    mix.write_text(
+        "loss mix(pred, target):\n    return 0.5 * asym(pred, target; k=3) + mse(pred, target)\n"
+    )
     reg.register_file(mix)
     loss = lossdsl.Loss(reg.definition("mix"))
     p, t = rng.normal(size=40), rng.normal(size=40)
@@ -65,9 +74,13 @@ def test_search_path_variable(tmp_path: Path) -> None:
     env = {**os.environ, "LOSSDSL_PATH": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, "-m", "lossdsl", "list", "--task", "regression"],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert "asym" in out.stdout and "Asymmetric squared error." in out.stdout
+    assert "asym" in out.stdout
+    assert "Asymmetric squared error." in out.stdout
 
 
 def test_composition_cycle_is_an_error(tmp_path: Path) -> None:

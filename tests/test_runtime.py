@@ -15,7 +15,11 @@ import numpy as np
 import lossdsl
 from lossdsl import runtime
 
-SPEC = "loss scaled_huber(pred, target; delta: real = 1.0 > 0):\n    r = pred - target\n    return where(abs(r) <= delta, 0.5 * r^2, delta * (abs(r) - 0.5 * delta))\n"
+SPEC = """\
+loss scaled_huber(pred, target; delta: real = 1.0 > 0):
+    r = pred - target
+    return where(abs(r) <= delta, 0.5 * r^2, delta * (abs(r) - 0.5 * delta))
+"""
 
 
 def test_parameter_override_does_not_recompile(rng: np.random.Generator) -> None:
@@ -37,7 +41,8 @@ def test_parameter_override_does_not_recompile(rng: np.random.Generator) -> None
 def test_source_is_written_once_to_a_content_addressed_file() -> None:
     loss = lossdsl.compile(SPEC).compile()
     path = loss.source_path
-    assert path.exists() and path.parent == runtime.cache_dir()
+    assert path.exists()
+    assert path.parent == runtime.cache_dir()
     assert path.read_text() == loss.source()
     other = lossdsl.compile(SPEC.replace("0.5 * r^2", "0.5 * r * r"))
     assert other.source_path != path
@@ -74,8 +79,11 @@ def _child(cache: Path) -> dict[str, object]:
 def test_second_process_loads_from_disk_cache(tmp_path: Path) -> None:
     first = _child(tmp_path)
     second = _child(tmp_path)
-    assert first["misses"] == 1 and first["hits"] == 0 and first["derived"]
-    assert second["misses"] == 0 and second["hits"] == 1
+    assert first["misses"] == 1
+    assert first["hits"] == 0
+    assert first["derived"]
+    assert second["misses"] == 0
+    assert second["hits"] == 1
     assert not second["derived"], "a cached kernel module must not re-run the derivation"
     assert second["value"] == first["value"]
 
@@ -83,6 +91,9 @@ def test_second_process_loads_from_disk_cache(tmp_path: Path) -> None:
 def test_debug_env_prints_source_path(tmp_path: Path) -> None:
     env = {**os.environ, "LOSSDSL_CACHE_DIR": str(tmp_path), "LOSSDSL_DEBUG": "1"}
     code = "import lossdsl, numpy as np; lossdsl.get('mse')(np.ones(3), np.zeros(3))"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert "lossdsl: kernel module" in out.stderr and str(tmp_path) in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert "lossdsl: kernel module" in out.stderr
+    assert str(tmp_path) in out.stderr
     assert "def grad_f64(" in out.stderr

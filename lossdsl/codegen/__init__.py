@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from lossdsl.codegen import cpu
+from lossdsl.codegen import cpu, cuda
 from lossdsl.codegen.base import GenerateFn
 
 TARGETS: dict[str, GenerateFn] = {
     cpu.NAME: cpu.generate,
+    cuda.NAME: cuda.generate,
 }

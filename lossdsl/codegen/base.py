@@ -83,7 +83,8 @@ class KernelPrinter(PythonCodePrinter):  # type: ignore[misc]
     def _print_Integer(self, expr: sp.Integer) -> str:
         return self.lit(int(expr))
 
-    _print_Float = _print_Integer
+    def _print_Float(self, expr: sp.Float) -> str:
+        return self.lit(float(expr))
 
     def _print_Rational(self, expr: sp.Rational) -> str:
         return self.lit(float(expr))
@@ -354,19 +355,15 @@ class BodyEmitter:
         lines = self.assign([(self.name(s), e) for s, e in defs], indent)
         acc = {q.symbol: f"_s{q.symbol.name[2:]}" for q in qs}
         for q in qs:
-            init = "0.0" if q.op == "sum" else self.lit(float("-inf"))
-            lines.append(f"{indent}{acc[q.symbol]} = {init}")
-        lines.append(f"{indent}for {self.layout.element} in range({self.layout.axis_len}):")
+            lines += self.acc_init(q, acc[q.symbol], indent)
+        lines.append(f"{indent}{self.element_loop()}")
         used = set().union(*(e.free_symbols for e in exprs))
         lines += self.loads(used & self.elements, inner)
         values = [(f"_v{q.symbol.name[2:]}", e) for q, e in zip(qs, exprs, strict=True)]
         lines += self.assign(values, inner)
         for q, (v, _) in zip(qs, values, strict=True):
-            a = acc[q.symbol]
-            if q.op == "sum":
-                lines.append(f"{inner}{a} += {v}")
-            else:
-                lines.append(f"{inner}{a} = {v} if ({v} > {a} or {v} != {v}) else {a}")
+            lines += self.acc_update(q, acc[q.symbol], v, inner)
+        lines += self.combine(qs, acc, indent)
         for q in qs:
             a, name = acc[q.symbol], self.name(q.symbol)
             if q.op == "sum":
@@ -377,6 +374,27 @@ class BodyEmitter:
                 # A shift only selects a safe form: an infinite row max would make x - max NaN.
                 lines.append(f"{indent}{name} = {a} if abs({a}) < np.inf else {self.lit(0)}")
         return lines
+
+    def acc_init(self, q: Quantity, acc: str, indent: str) -> list[str]:
+        """Start a row accumulator (float64 sums, NaN-sticky max from -inf)."""
+        init = "0.0" if q.op == "sum" else self.lit(float("-inf"))
+        return [f"{indent}{acc} = {init}"]
+
+    def acc_update(self, q: Quantity, acc: str, v: str, indent: str) -> list[str]:
+        """Fold one element's value into a row accumulator."""
+        if q.op == "sum":
+            return [f"{indent}{acc} += {v}"]
+        return [f"{indent}{acc} = {v} if ({v} > {acc} or {v} != {v}) else {acc}"]
+
+    def element_loop(self) -> str:
+        """The loop over a row; a target that splits rows across threads overrides it."""
+        return f"for {self.layout.element} in range({self.layout.axis_len}):"
+
+    def combine(
+        self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
+    ) -> list[str]:
+        """Lines merging the partial accumulators of threads that share a row: none on the CPU."""
+        return []
 
     def cast(self, text: str) -> str:
         return text if self.dtype == "f64" else f"np.float32({text})"

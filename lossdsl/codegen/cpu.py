@@ -10,15 +10,18 @@ twins serve small batches. Text only: numba is imported by the generated module,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import sympy as sp
 
+from lossdsl import primitives as P
+from lossdsl.aggregates import Quantity
 from lossdsl.codegen.base import (
     DTYPES,
     MODES,
     BodyEmitter,
     KernelSource,
+    Layout,
     entry_name,
     literal,
 )
@@ -56,21 +59,170 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
+from numba import types
+from numba.extending import intrinsic
 
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
 _INLINE = dict(cache=True, error_model="numpy", nogil=True, inline="always")
+# Only reduction adds carry `reassoc`: LLVM may then keep several partial sums in vector lanes.
+# The order still depends only on the loop bounds (fixed blocks), never on the thread count.
+_REASSOC = dict(cache=True, error_model="numpy", nogil=True, fastmath={{"reassoc"}})
+# A max that may ignore NaN (callers track NaN separately): lets LLVM vectorise the row max.
+_NNAN = dict(cache=True, error_model="numpy", nogil=True, fastmath={{"nnan", "nsz"}})
+
+
+def _bitcast(src, dst):
+    @intrinsic
+    def cast(typingctx, x):
+        if x != src:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+
+        return dst(src), codegen
+
+    return cast
+
+
+_f32_bits = _bitcast(types.float32, types.int32)
+_bits_f32 = _bitcast(types.int32, types.float32)
+_f64_bits = _bitcast(types.float64, types.int64)
+_bits_f64 = _bitcast(types.int64, types.float64)
+
+
+@numba.njit(**_REASSOC)
+def _radd(a, b):
+    return a + b
+
+
+@numba.njit(**_NNAN)
+def _rmax(a, b):
+    return a if a > b else b
 
 
 @numba.njit(**_INLINE)
 def _maximum(a, b):
-    return a if (a > b or a != a) else b
+    return a if (a > b) | (a != a) else b
 
 
 @numba.njit(**_INLINE)
 def _minimum(a, b):
-    return a if (a < b or a != a) else b
+    return a if (a < b) | (a != a) else b
 '''
+
+# Branch-free exp/log/log1p per dtype (libm calls would stop LLVM from vectorising the loop;
+# Numba from PyPI has no SVML). Cephes/musl reductions and polynomials; the f32 forms stay
+# within 2 ulp of float64 math (tests/test_perf_properties.py measures it), f64 within a few.
+_FASTMATH = '''
+
+@numba.njit(**_JIT)
+def _pow2_{s}(k):
+    # 2^k for an integral k in [-{bias}+1, {bias}], written straight into the exponent bits.
+    # (Through int32: a float -> int32 conversion vectorises on AVX2, float -> int64 does not.)
+    return _bits_{s}({itype}(({itype}(np.int32(k)) + {itype}({bias})) << {itype}({mant})))
+
+
+@numba.njit(**_JIT)
+def _exp_{s}(x):
+    # Clamp so 2^k stays representable as two factors: below the clamp exp underflows to 0,
+    # above it overflows to inf, exactly as the true result rounds.
+    xc = min(max(x, {lo}), {hi})
+    k = np.floor(xc * {log2e} + {half})
+    # ln 2 split in two (Cody-Waite) so r = x - k ln2 is exact for |k| < 2^10.
+    r = (xc - k * {ln2hi}) - k * {ln2lo}
+    p = {exp_poly}
+    k1 = np.floor(k * {half})
+    # Two factors keep gradual underflow (subnormal results) and overflow to inf correct.
+    y = p * _pow2_{s}(k1) * _pow2_{s}(k - k1)
+    return x if x != x else y
+
+
+@numba.njit(**_JIT)
+def _log_{s}(x):
+    # Subnormals are scaled into the normal range first; then x = 2^k * m, m in [sqrt(1/2), sqrt(2)).
+    tiny = x < {tiny}
+    xs = x * {two_mant} if tiny else x
+    ix = np.int64(_{s}_bits(xs)) + np.int64({shift_m})
+    k = (ix >> np.int64({mant})) - np.int64({bias}) - (np.int64({mant}) if tiny else np.int64(0))
+    m = _bits_{s}({itype}((ix & np.int64({mmask})) + np.int64({sqrt_half_bits})))
+    f = m - {one}
+    s_ = f / ({two} + f)
+    z = s_ * s_
+    w = z * z
+    r = {log_poly}
+    hfsq = {half} * f * f
+    dk = {ftype}(k)
+    y = s_ * (hfsq + r) + dk * {ln2lo} - hfsq + f + dk * {ln2hi}
+    # Special values: log(0) = -inf, log(x<0) = nan, log(inf) = inf, nan stays nan.
+    y = -np.inf if x == {zero} else y
+    y = np.nan if x < {zero} else y
+    return x if (x == np.inf) | (x != x) else y
+
+
+@numba.njit(**_JIT)
+def _log1p_{s}(x):
+    # log(u) with u = 1 + x rounded, corrected by the rounding error of u (Goldberg):
+    # accurate for tiny x, where log(1 + x) alone would lose every digit.
+    u = {one} + x
+    d = u - {one}
+    y = _log_{s}(u) * (x / d)
+    y = x if d == {zero} else y
+    return y if u != np.inf else u
+'''
+
+_FAST_CONSTANTS = {
+    "f32": dict(
+        itype="np.int32", ftype="np.float32", bias="127", mant="23",
+        lo="np.float32(-104.0)", hi="np.float32(89.0)",
+        tiny="np.float32(1.1754943508222875e-38)", two_mant="np.float32(8388608.0)",
+        shift_m=str(0x3F800000 - 0x3F3504F3), mmask=str(0x007FFFFF), sqrt_half_bits=str(0x3F3504F3),
+        ln2hi="np.float32(0.693359375)", ln2lo="np.float32(-0.00021219444)",
+        exp_poly=(
+            "((((((np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r"
+            " + np.float32(8.3334519073e-3)) * r + np.float32(4.1665795894e-2)) * r"
+            " + np.float32(1.6666665459e-1)) * r + np.float32(5.0000001201e-1)) * (r * r)"
+            " + r + np.float32(1.0))"
+        ),
+        log_poly=(
+            "z * (np.float32(0.66666662693) + w * np.float32(0.28498786688))"
+            " + w * (np.float32(0.40000972152) + w * np.float32(0.24279078841))"
+        ),
+    ),
+    "f64": dict(
+        itype="np.int64", ftype="np.float64", bias="1023", mant="52",
+        lo="-746.0", hi="710.0",
+        tiny="2.2250738585072014e-308", two_mant="4503599627370496.0",
+        shift_m=str((0x3FF00000 - 0x3FE6A09E) << 32), mmask=str(0x000FFFFFFFFFFFFF),
+        sqrt_half_bits=str(0x3FE6A09E << 32),
+        ln2hi="0.6931471803691238", ln2lo="1.9082149292705877e-10",
+        # Taylor terms 1/k! to degree 13: |r| <= ln2/2 leaves < 1e-17 truncation error.
+        exp_poly=(
+            "(((((((((((((1.6059043836821613e-10 * r + 2.08767569878681e-09) * r + "
+            "2.505210838544172e-08) * r + 2.755731922398589e-07) * r + "
+            "2.7557319223985893e-06) * r + 2.48015873015873e-05) * r + "
+            "0.0001984126984126984) * r + 0.001388888888888889) * r + "
+            "0.008333333333333333) * r + 0.041666666666666664) * r + "
+            "0.16666666666666666) * r + 0.5) * r + 1.0) * r + 1.0)"
+        ),
+        log_poly=(
+            "z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01"
+            " + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)))"
+            " + w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01"
+            " + w * 1.531383769920937332e-01))"
+        ),
+    ),
+}  # fmt: skip
+
+# Calls routed to the branch-free forms above, in helpers and kernels alike.
+_ROUTED = ("exp", "log", "log1p")
+
+
+def _route_math(text: str, dtype: str) -> str:
+    for fn in _ROUTED:
+        text = text.replace(f"math.{fn}(", f"_{fn}_{dtype}(")
+    return text
+
 
 # Stable forms, written once per dtype so every literal keeps the kernel's precision.
 _HELPERS = '''
@@ -123,68 +275,141 @@ def _bce_{s}(p, t, floor):
 '''
 
 
+# Samples per inner chunk of a float32 block: the chunk is summed in float32 (8 lanes wide),
+# then added to the block's float64 sum, so rounding error stays that of a 256-term sum.
+_CHUNK = {"f32": 256, "f64": 4096}
+# The phases of an entry point, as suffixes of its name: batch totals and weight sum, batch
+# adjoints, then the fused main pass (no suffix). The driver runs those present, in order.
+PHASES = ("_pre", "_adj", "")
+
+
 def generate(derived: Derived) -> KernelSource:
-    """Print the CPU module for a derived loss: every mode x dtype, parallel and serial."""
+    """Print the CPU module for a derived loss: every mode x dtype, each as up to three phases."""
     loss = derived.lowered.loss
     parts = [_HEADER.format(loss=loss.name)]
     for dtype in DTYPES:
-        parts.append(
-            _HELPERS.format(
-                s=dtype,
-                one=literal(1, dtype),
-                zero=literal(0, dtype),
-                mtwo=literal(-2, dtype),
-                ln2=literal(0.6931471805599453, dtype),
-            )
+        consts = {"s": dtype, "one": literal(1, dtype), "zero": literal(0, dtype)}
+        consts.update(half=literal(0.5, dtype), two=literal(2, dtype))
+        consts.update(log2e=literal(1.4426950408889634, dtype))
+        fast = _FASTMATH.format(**consts, **_FAST_CONSTANTS[dtype])
+        helpers = _HELPERS.format(
+            **consts, mtwo=literal(-2, dtype), ln2=literal(0.6931471805599453, dtype)
         )
+        parts.append(_route_math(fast + helpers, dtype))
     entries = []
+    plan = []
     for dtype in DTYPES:
         for mode in MODES:
-            body = _Kernel(derived, mode, dtype).lines()
-            for parallel in (True, False):
-                name = entry_name(mode, dtype, parallel)
-                entries.append(name)
-                parts.append(_wrap(name, body, parallel))
+            kernel = _Kernel(derived, mode, dtype)
+            base = entry_name(mode, dtype, True)
+            phases = kernel.phases()
+            for suffix, lines in phases.items():
+                entries.append(base + suffix)
+                text = _route_math("\n".join(lines), dtype)
+                sig = kernel.signature()
+                parts.append(f"\n\n@numba.njit(**_JIT)\ndef {base}{suffix}({sig}):\n{text}")
+            plan.append(f"    {base!r}: {kernel.plan(tuple(phases))!r},")
+    # For the driver (lossdsl.runtime): per entry, (phase suffix, block-sum width, always run).
+    parts.append("\n\nPHASES = {\n" + "\n".join(plan) + "\n}")
     return KernelSource(loss.name, NAME, "\n".join(parts) + "\n", tuple(entries))
 
 
-def _wrap(name: str, body: tuple[str, list[str]], parallel: bool) -> str:
-    signature, lines = body
-    text = "\n".join(lines)
-    if not parallel:
-        text = text.replace("prange(", "range(")
-    flag = "True" if parallel else "False"
-    return f"\n\n@numba.njit(parallel={flag}, **_JIT)\ndef {name}({signature}):\n{text}"
+class _CpuBody(BodyEmitter):
+    """Row accumulators that vectorise: reassociable sums, a NaN-blind max plus a NaN flag."""
+
+    def acc_init(self, q: Quantity, acc: str, indent: str) -> list[str]:
+        if q.op == "sum":
+            return [f"{indent}{acc} = {self.lit(0)}"]
+        return [f"{indent}{acc} = {self.lit(float('-inf'))}", f"{indent}{acc}n = False"]
+
+    def acc_update(self, q: Quantity, acc: str, v: str, indent: str) -> list[str]:
+        if q.op == "sum":
+            return [f"{indent}{acc} = _radd({acc}, {v})"]
+        return [f"{indent}{acc} = _rmax({acc}, {v})", f"{indent}{acc}n = {acc}n | ({v} != {v})"]
+
+    def combine(
+        self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
+    ) -> list[str]:
+        # The max is NaN-sticky (as torch.amax): a NaN anywhere in the row makes it NaN.
+        nan = self.lit(float("nan"))
+        return [
+            f"{indent}{acc[q.symbol]} = {nan} if {acc[q.symbol]}n else {acc[q.symbol]}"
+            for q in qs
+            if q.op == "max"
+        ]
+
+    def assign(self, targets: Sequence[tuple[str, sp.Expr]], indent: str) -> list[str]:
+        """As the base, but every `where` operand becomes a temporary first.
+
+        Numba prints a conditional expression as a branch; with plain names in both arms LLVM
+        turns it into a select, which keeps the loop branch-free and vectorisable. Both arms are
+        then computed (harmless: the kernels use NumPy's error model, so the unused arm may be
+        inf or NaN without raising).
+        """
+        if not targets:
+            return []
+        names, exprs = zip(*targets, strict=True)
+        temps, reduced = sp.cse(list(exprs), symbols=self._temp_symbols(), order="canonical")
+        named: dict[sp.Expr, sp.Symbol] = {}
+        lines: list[str] = []
+        pairs = [(self.name(t), v) for t, v in temps] + list(zip(names, reduced, strict=True))
+        for target, v in pairs:
+            lines += self._name_arms(v, named, indent)
+            lines.append(f"{indent}{target} = {self.expr(v.xreplace(named))}")
+        return lines
+
+    def _name_arms(self, e: sp.Expr, named: dict[sp.Expr, sp.Symbol], indent: str) -> list[str]:
+        """Temporaries for the non-trivial operands of every select in `e` (inner ones first)."""
+        lines: list[str] = []
+        for w in sp.postorder_traversal(e):
+            if not isinstance(w, P.Where):
+                continue
+            for arm in w.args[1:]:
+                if not arm.is_Atom and arm not in named:
+                    s = self.fresh("_t")
+                    lines.append(f"{indent}{self.name(s)} = {self.expr(arm.xreplace(named))}")
+                    named[arm] = s
+        return lines
 
 
 class _Kernel:
-    """The body of one entry point."""
+    """The phases of one entry point (mode x dtype); all share one signature."""
 
     def __init__(self, derived: Derived, mode: str, dtype: str) -> None:
         self.d = derived
         self.loss = derived.lowered.loss
         self.mode = mode
-        self.em = BodyEmitter(derived, dtype, FUNCTIONS, NAME)
+        self.dtype = dtype
+        self.em = _CpuBody(derived, dtype, FUNCTIONS, NAME, Layout(sample="_iu"))
         self.grads = dict(derived.grads) if mode != "value" else {}
         self.hess = dict(derived.hessians) if mode == "hess" else {}
         main = [derived.value, derived.weight, *self.grads.values(), *self.hess.values()]
-        batch = [q for q in self.em.quantity_closure(main) if q.op in ("total", "adjoint")]
-        self.totals = [q for q in batch if q.op == "total"]
-        self.adjoints = [q for q in batch if q.op == "adjoint"]
-        self.has_gather = any(q.op == "gather" for q in self.em.quantity_closure(main))
+        closure = self.em.quantity_closure(main)
+        self.totals = [q for q in closure if q.op == "total"]
+        self.adjoints = [q for q in closure if q.op == "adjoint"]
+        self.has_gather = any(q.op == "gather" for q in closure)
+        self.along_axis = any(i.axis for i in self.loss.inputs)
 
-    def lines(self) -> tuple[str, list[str]]:
+    def signature(self) -> str:
         loss = self.loss
         args = [f"_a_{i.name}" for i in loss.inputs] + [f"_p_{p.name}" for p in loss.params]
-        args += ["_sw", "_mode", "_block", "_out"]
+        args += ["_sw", "_mode", "_block", "_b0", "_b1", "_P0", "_P1", "_parts", "_out"]
         args += [f"_g_{n}" for n in self.grads] + [f"_h_{n}" for n in self.hess]
-        out = self._prologue()
-        out += self._totals_pass()
-        out += self._scale()
+        return ", ".join(args)
+
+    def plan(self, suffixes: tuple[str, ...]) -> tuple[tuple[str, int, bool], ...]:
+        """Per phase: suffix, columns of its block sums, and whether it runs on every call
+        (the weight-sum pre-pass is otherwise only needed for a weighted mean)."""
+        widths = {"_pre": len(self.totals) + 1, "_adj": len(self.adjoints), "": 2}
+        always = {"_pre": bool(self.totals), "_adj": True, "": True}
+        return tuple((s, widths[s], always[s]) for s in suffixes)
+
+    def phases(self) -> dict[str, list[str]]:
+        out = {"_pre": self._prologue() + self._pre_pass()}
         if self.adjoints:
-            out += self._adjoint_pass()
-        out += self._main_pass()
-        return ", ".join(args), out
+            out["_adj"] = self._prologue() + self._batch_scalars() + self._adjoint_pass()
+        out[""] = self._prologue() + self._batch_scalars() + self._main_pass()
+        return out
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -201,12 +426,31 @@ class _Kernel:
         for p in self.loss.params:
             if p.axis is None:
                 out.append(f"    {em.name(lo.params[p.name])} = _p_{p.name}")
+        return out
+
+    def _batch_scalars(self) -> list[str]:
+        """Totals, weight sum and adjoints from earlier phases' block sums, added in order."""
+        em = self.em
         weighted = "True" if self.loss.weight is not None else "False"
+        k = len(self.totals)
+        out = [f"    _weighted = {weighted} or _sw is not None", "    _W = float(_n)"]
+        out += [f"    _x{j} = 0.0" for j in range(k + 1)]
+        out += ["    for _b in range(_P0.shape[0]):"]
+        out += [f"        _x{j} += _P0[_b, {j}]" for j in range(k + 1)]
+        out += [f"    {em.name(q.symbol)} = {em.cast(f'_x{j}')}" for j, q in enumerate(self.totals)]
+        out += [f"    if _weighted and _P0.shape[0] > 0:", f"        _W = _x{k}"]
         out += [
-            "    _nb = (_n + _block - 1) // _block",
-            "    _has_sw = _sw.shape[0] > 0",
-            f"    _weighted = {weighted} or _has_sw",
+            "    _scale = 1.0 / _W if _mode == 0 else 1.0",
+            f"    _scalef = {em.cast('_scale')}",
         ]
+        if self.adjoints:
+            out += [f"    _y{j} = 0.0" for j in range(len(self.adjoints))]
+            out += ["    for _b in range(_P1.shape[0]):"]
+            out += [f"        _y{j} += _P1[_b, {j}]" for j in range(len(self.adjoints))]
+            out += [
+                f"    {em.name(q.symbol)} = {em.cast(f'_y{j}')}"
+                for j, q in enumerate(self.adjoints)
+            ]
         return out
 
     def _sample(
@@ -236,106 +480,98 @@ class _Kernel:
         lines += em.assign(targets, indent)
         return lines
 
-    def _block_loop(self, indent: str) -> list[str]:
-        return [
-            f"{indent}for _b in prange(_nb):",
-            f"{indent}    _lo = _b * _block",
-            f"{indent}    _hi = min(_n, _lo + _block)",
-        ]
+    def _blocks(self, accs: Sequence[str], body: list[str]) -> list[str]:
+        """Blocks [_b0, _b1): each summed in chunks (dtype lanes), chunks in float64, in order.
 
-    def _batch_sums(self, name: str, count: int, body: list[str], accs: list[str]) -> list[str]:
-        out = [f"    _P{name} = np.zeros((_nb, {count}))"]
-        out += self._block_loop("    ")
-        out += [f"        {a} = 0.0" for a in accs]
-        out += ["        for _i in range(_lo, _hi):"] + body
-        out += [f"        _P{name}[_b, {j}] = {a}" for j, a in enumerate(accs)]
-        out += [
-            f"    _S{name} = np.zeros({count})",
-            "    for _b in range(_nb):",
-            f"        for _j in range({count}):",
-            f"            _S{name}[_j] += _P{name}[_b, _j]",
+        `body` is the per-sample code (indented for the innermost loop); it leaves each
+        accumulator's per-sample term in `<acc>_i`.
+        """
+        chunk = _CHUNK[self.dtype]
+        zero = self.em.lit(0)
+        out = [
+            "    for _b in range(_b0, _b1):",
+            "        _lo = _b * _block",
+            "        _hi = min(_n, _lo + _block)",
         ]
+        out += [f"        {a} = 0.0" for a in accs]
+        out += [f"        for _j in range(_lo, _hi, {chunk}):"]
+        out += [f"            {a}c = {zero}" for a in accs]
+        out += [f"            for _i in range(_j, min(_hi, _j + {chunk})):"]
+        # An unsigned index skips Numba's negative-index wraparound, so loads and stores stay
+        # contiguous vector accesses instead of per-lane selects.
+        out += ["                _iu = np.uint64(_i)"]
+        out += body
+        out += [f"                {a}c = _radd({a}c, {a}_i)" for a in accs]
+        out += [f"            {a} += {a}c" for a in accs]
+        out += [f"        _parts[_b, {j}] = {a}" for j, a in enumerate(accs)]
         return out
 
-    def _totals_pass(self) -> list[str]:
-        em = self.em
-        ind = "            "
-        targets = [(f"_x{j}", q.expr) for j, q in enumerate(self.totals)]
+    def _weight(self, indent: str, coef: bool) -> list[str]:
+        lines = [
+            f"{indent}if _sw is None:",
+            f"{indent}    _w = _wv",
+            f"{indent}else:",
+            f"{indent}    _w = _wv * _sw[_iu]",
+            f"{indent}_keep = _w != {self.em.lit(0)}",
+        ]
+        if coef:
+            lines.append(f"{indent}{self.em.name(COEF)} = _w * _scalef")
+        return lines
+
+    def _pre_pass(self) -> list[str]:
+        ind = " " * 16
+        targets = [(f"_t{j}_i", q.expr) for j, q in enumerate(self.totals)]
         targets.append(("_wv", self.d.weight))
-        body = self._sample(targets, ind)
-        body.append(f"{ind}_swi = _sw[_i] if _has_sw else 1.0")
-        accs = [f"_acc{j}" for j in range(len(self.totals))] + ["_accw"]
-        body += [f"{ind}_acc{j} += _x{j}" for j in range(len(self.totals))]
-        body.append(f"{ind}_accw += _wv * _swi")
-        sums = self._batch_sums("A", len(accs), body, accs)
-        sums += [
-            f"    {em.name(q.symbol)} = {em.cast(f'_SA[{j}]')}"
-            for j, q in enumerate(self.totals)
-        ]
-        sums.append(f"    _W = _SA[{len(self.totals)}]")
-        if self.totals:
-            return ["    _W = 0.0", *sums]
-        return ["    _W = 0.0", "    if _mode == 0 and _weighted:"] + [
-            "    " + line for line in sums
-        ]
-
-    def _scale(self) -> list[str]:
-        return [
-            "    _scale = 1.0",
-            "    if _mode == 0:",
-            "        _scale = 1.0 / _W if _weighted else 1.0 / _n",
-            f"    _scalef = {self.em.cast('_scale')}",
-        ]
-
-    def _weight_lines(self, indent: str) -> list[str]:
-        return [
-            f"{indent}_w = _wv * (_sw[_i] if _has_sw else 1.0)",
-            f"{indent}{self.em.name(COEF)} = {self.em.cast('_w * _scalef')}",
-        ]
+        body = self._sample(targets, ind) + self._weight(ind, coef=False)
+        body.append(f"{ind}_tw_i = _w")
+        accs = [f"_t{j}" for j in range(len(self.totals))] + ["_tw"]
+        return [*self._blocks(accs, body), "    return 0.0, 0.0, 1.0"]
 
     def _adjoint_pass(self) -> list[str]:
-        em = self.em
-        ind = "            "
+        ind = " " * 16
         done: set[sp.Symbol] = set()
-        body = self._sample([("_wv", self.d.weight)], ind, done)
-        body += self._weight_lines(ind)
-        body.append(f"{ind}if _w == 0:")
-        body.append(f"{ind}    continue")
-        targets = [(f"_y{j}", q.expr) for j, q in enumerate(self.adjoints)]
+        body = self._sample([("_wv", self.d.weight)], ind, done) + self._weight(ind, coef=True)
+        targets = [(f"_u{j}", q.expr) for j, q in enumerate(self.adjoints)]
         body += self._sample(targets, ind, done)
-        accs = [f"_acc{j}" for j in range(len(self.adjoints))]
-        body += [f"{ind}_acc{j} += _y{j}" for j in range(len(self.adjoints))]
-        out = self._batch_sums("B", len(accs), body, accs)
-        out += [
-            f"    {em.name(q.symbol)} = {em.cast(f'_SB[{j}]')}"
-            for j, q in enumerate(self.adjoints)
-        ]
-        return out
+        zero = self.em.lit(0)
+        body += [f"{ind}_a{j}_i = _u{j} if _keep else {zero}" for j in range(len(self.adjoints))]
+        accs = [f"_a{j}" for j in range(len(self.adjoints))]
+        return [*self._blocks(accs, body), "    return 0.0, 0.0, 1.0"]
 
     def _main_pass(self) -> list[str]:
-        ind = "            "
-        out = ["    _PV = np.zeros(_nb)", "    _PB = np.zeros(_nb, dtype=np.int64)"]
-        out += self._block_loop("    ")
-        out += ["        _acc = 0.0", "        _nbad = 0", "        for _i in range(_lo, _hi):"]
+        ind = " " * 16
+        zero = self.em.lit(0)
         done: set[sp.Symbol] = set()
-        out += self._sample([("_val", self.d.value), ("_wv", self.d.weight)], ind, done)
-        out += self._weight_lines(ind)
-        out += [f"{ind}if _w == 0:", f"{ind}    if _mode == 2:", f"{ind}        _out[_i] = 0"]
-        out += self._zero_outputs(ind + "    ")
-        out.append(f"{ind}    continue")
+        body = self._sample([("_val", self.d.value), ("_wv", self.d.weight)], ind, done)
+        body += self._weight(ind, coef=True)
+        body += [f"{ind}_v_i = _w * _val", f"{ind}_v_i = _v_i if _keep else {zero}"]
+        body += [f"{ind}if _out is not None:", f"{ind}    _out[_iu] = _v_i"]
+        if self.along_axis:
+            # A row with zero weight (e.g. an ignored label) gets exactly zero derivatives,
+            # even where its value is not finite; rows are not vectorised, so a branch is fine.
+            body.append(f"{ind}if not _keep:")
+            body += self._zero_outputs(ind + "    ")
+            body.append(f"{ind}    continue")
+            if self.has_gather:
+                body.append(f"{ind}_b_i = {self.em.lit(1)} if _badrow else {zero}")
+            body += self._derivatives(ind, done)
+        else:
+            body += self._scalar_derivatives(ind, done)
+        accs = ["_v"] + (["_b"] if self.has_gather else [])
         if self.has_gather:
-            out += [f"{ind}if _badrow:", f"{ind}    _nbad += 1"]
-        out += [f"{ind}_acc += _w * _val", f"{ind}if _mode == 2:", f"{ind}    _out[_i] = _w * _val"]
-        out += self._derivatives(ind, done)
+            # The loop variable `_b` is taken: name the bad-row count differently.
+            accs = ["_v", "_bad"]
+            body = [line.replace("_b_i = ", "_bad_i = ") for line in body]
+        out = self._blocks(accs, body)
+        if not self.has_gather:
+            out += ["        _parts[_b, 1] = 0.0"]
         out += [
-            "        _PV[_b] = _acc",
-            "        _PB[_b] = _nbad",
             "    _total = 0.0",
-            "    _bad = 0",
-            "    for _b in range(_nb):",
-            "        _total += _PV[_b]",
-            "        _bad += _PB[_b]",
-            "    return _total * _scale, _bad",
+            "    _nbad = 0.0",
+            "    for _b in range(_b0, _b1):",
+            "        _total += _parts[_b, 0]",
+            "        _nbad += _parts[_b, 1]",
+            "    return _total, _nbad, _scale",
         ]
         return out
 
@@ -353,9 +589,22 @@ class _Kernel:
         zero = self.em.lit(0)
         for array, _, along in self._outputs():
             if along:
-                lines += [f"{indent}for _c in range(_nc):", f"{indent}    {array}[_i, _c] = {zero}"]
+                lines += [f"{indent}for _c in range(_nc):", f"{indent}    {array}[_iu, _c] = {zero}"]
             else:
-                lines.append(f"{indent}{array}[_i] = {zero}")
+                lines.append(f"{indent}{array}[_iu] = {zero}")
+        return lines
+
+    def _scalar_derivatives(self, indent: str, done: set[sp.Symbol]) -> list[str]:
+        """Per-sample derivatives as selects: zero-weight samples get exact zeros, no branch."""
+        outs = self._outputs()
+        if not outs:
+            return []
+        zero = self.em.lit(0)
+        targets = [(f"_d{j}", e) for j, (_, e, _) in enumerate(outs)]
+        lines = self._sample(targets, indent, done)
+        lines += [
+            f"{indent}{a}[_iu] = _d{j} if _keep else {zero}" for j, (a, _, _) in enumerate(outs)
+        ]
         return lines
 
     def _derivatives(self, indent: str, done: set[sp.Symbol]) -> list[str]:
@@ -363,7 +612,7 @@ class _Kernel:
         outs = self._outputs()
         if not outs:
             return []
-        scalar = [(f"{a}[_i]", e) for a, e, along in outs if not along]
+        scalar = [(f"{a}[_iu]", e) for a, e, along in outs if not along]
         element = [(a, e) for a, e, along in outs if along]
         defs, hoisted = em.hoist([e for _, e in element])
         targets = scalar + [(em.name(s), e) for s, e in defs]
@@ -373,7 +622,6 @@ class _Kernel:
             lines.append(f"{indent}for _c in range(_nc):")
             used = set().union(*(e.free_symbols for e in hoisted))
             lines += em.loads(used & em.elements, inner)
-            writes = [(f"{a}[_i, _c]", e) for (a, _), e in zip(element, hoisted, strict=True)]
+            writes = [(f"{a}[_iu, _c]", e) for (a, _), e in zip(element, hoisted, strict=True)]
             lines += em.assign(writes, inner)
         return lines
-

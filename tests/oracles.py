@@ -1,0 +1,755 @@
+"""The oracle table: every built-in spec -> a framework reference and the cases to compare.
+
+A reference takes torch tensors (inputs in the spec's order) plus `reduction=` and the spec's
+parameters, and returns the reduced loss, so torch autograd gives the reference gradient. Where
+torch has the loss the reference calls it; where only Keras, Optax, torchvision, kornia or a
+paper defines it, the reference transcribes that published formula in torch ops (`source` says
+which). Nothing here imports lossdsl: the references are independent of the compiler.
+
+Each `Oracle` lists option dicts (parameter values: kernel arguments, so no recompiles), the
+reductions to check and named input cases: a typical draw plus edge cases (ties at kinks, exact
+zeros, probabilities 0 and 1, extreme logits, ignored rows, a batch of one, C = 10000).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+REDUCTIONS = ("mean", "sum", "none")
+Inputs = tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """How to check one spec against its framework definition."""
+
+    spec: str
+    source: str
+    reference: Callable[..., Any]
+    cases: Callable[[np.random.Generator], dict[str, Inputs]]
+    options: tuple[dict[str, Any], ...] = ({},)
+    reductions: tuple[str, ...] = REDUCTIONS
+    # Options only valid for some cases: (option index, case name) pairs to skip.
+    skip: frozenset[tuple[int, str]] = field(default_factory=frozenset)
+
+
+# -- input makers ------------------------------------------------------------------------------
+
+N = 7
+
+
+def _normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
+    return rng.normal(scale=scale, size=shape)
+
+
+def _prob(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.uniform(0.02, 0.98, size=shape)
+
+
+def _pm1(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.choice([-1, 1], size=n).astype(np.int64)
+
+
+def _log_probs(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
+    x = rng.normal(size=(n, c))
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _simplex(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
+    p = rng.uniform(0.0, 1.0, size=(n, c))
+    return p / p.sum(-1, keepdims=True)
+
+
+def _boxes(rng: np.random.Generator, n: int) -> np.ndarray:
+    lo = rng.uniform(0.0, 4.0, size=(n, 2))
+    size = rng.uniform(0.5, 3.0, size=(n, 2))
+    return np.concatenate([lo, lo + size], axis=1)
+
+
+def _pair(rng: np.random.Generator) -> dict[str, Inputs]:
+    """Regression pairs: typical, exact zero residuals, a batch of one, large values."""
+    p, t = _normal(rng, N), _normal(rng, N)
+    return {
+        "typical": (p, t),
+        "zero_residual": (t.copy(), t),
+        "batch_of_one": (p[:1], t[:1]),
+        "large": (1e3 * p, 1e3 * t),
+    }
+
+
+# -- reduction helpers for transcribed formulas ------------------------------------------------
+
+
+def _reduce(per_sample: Any, reduction: str) -> Any:
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample
+
+
+def _batch_value(value: Any, n: int, reduction: str) -> Any:
+    """A non-decomposable loss: every sample carries the batch value (mean gives it back)."""
+    if reduction == "mean":
+        return value
+    if reduction == "sum":
+        return value * n
+    return value.expand(n)
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _F() -> Any:
+    import torch.nn.functional as F  # noqa: N812
+
+    return F
+
+
+# -- references: regression --------------------------------------------------------------------
+
+
+def _mse(p: Any, t: Any, reduction: str) -> Any:
+    return _F().mse_loss(p, t, reduction=reduction)
+
+
+def _l1(p: Any, t: Any, reduction: str) -> Any:
+    return _F().l1_loss(p, t, reduction=reduction)
+
+
+def _huber(p: Any, t: Any, reduction: str, delta: float = 1.0) -> Any:
+    return _F().huber_loss(p, t, reduction=reduction, delta=delta)
+
+
+def _smooth_l1(p: Any, t: Any, reduction: str, beta: float = 1.0) -> Any:
+    return _F().smooth_l1_loss(p, t, reduction=reduction, beta=beta)
+
+
+def _rmse(p: Any, t: Any, reduction: str) -> Any:
+    return _batch_value(_torch().sqrt(_F().mse_loss(p, t)), p.shape[0], reduction)
+
+
+def _log_cosh(p: Any, t: Any, reduction: str) -> Any:
+    # keras.losses.log_cosh: x + softplus(-2x) - log(2).
+    x = p - t
+    return _reduce(x + _F().softplus(-2.0 * x) - math.log(2.0), reduction)
+
+
+def _quantile(p: Any, t: Any, reduction: str, q: float = 0.5) -> Any:
+    # tfa PinballLoss: max(q r, (q - 1) r), r = t - p; tf.maximum sends a tie to q r.
+    r = t - p
+    return _reduce(_torch().where(q * r >= (q - 1) * r, q * r, (q - 1) * r), reduction)
+
+
+def _msle(p: Any, t: Any, reduction: str, eps: float = 1e-7) -> Any:
+    # keras.losses.mean_squared_logarithmic_error (log(x + 1) written as log1p).
+    torch = _torch()
+    d = torch.log1p(torch.clamp(p, min=eps)) - torch.log1p(torch.clamp(t, min=eps))
+    return _reduce(d * d, reduction)
+
+
+def _mape(p: Any, t: Any, reduction: str, eps: float = 1e-7) -> Any:
+    # keras.losses.mean_absolute_percentage_error.
+    torch = _torch()
+    return _reduce(100.0 * torch.abs((t - p) / torch.clamp(torch.abs(t), min=eps)), reduction)
+
+
+def _poisson_nll(
+    p: Any, t: Any, reduction: str, log_input: int = 1, full: int = 0, eps: float = 1e-8
+) -> Any:
+    return _F().poisson_nll_loss(
+        p, t, log_input=bool(log_input), full=bool(full), eps=eps, reduction=reduction
+    )
+
+
+def _gaussian_nll(
+    p: Any, t: Any, var: Any, reduction: str, full: int = 0, eps: float = 1e-6
+) -> Any:
+    return _F().gaussian_nll_loss(p, t, var, full=bool(full), eps=eps, reduction=reduction)
+
+
+# -- references: probabilistic and classification ----------------------------------------------
+
+
+def _kl_div(p: Any, t: Any, reduction: str, log_target: int = 0) -> Any:
+    return _F().kl_div(p, t, reduction=reduction, log_target=bool(log_target))
+
+
+def _kl_div_batchmean(p: Any, t: Any, reduction: str, log_target: int = 0) -> Any:
+    F = _F()  # noqa: N806
+    if reduction == "none":
+        return F.kl_div(p, t, reduction="none", log_target=bool(log_target)).sum(-1)
+    torch_reduction = "batchmean" if reduction == "mean" else "sum"
+    return F.kl_div(p, t, reduction=torch_reduction, log_target=bool(log_target))
+
+
+def _smoothed(t: Any, label_smoothing: float) -> Any:
+    # Keras BinaryCrossentropy(label_smoothing=): t * (1 - ls) + ls / 2.
+    return t * (1.0 - label_smoothing) + 0.5 * label_smoothing
+
+
+def _bce(
+    p: Any, t: Any, reduction: str, label_smoothing: float = 0.0, sample_weight: Any = None
+) -> Any:
+    t = _smoothed(t, label_smoothing)
+    return _F().binary_cross_entropy(p, t, weight=sample_weight, reduction=reduction)
+
+
+def _bce_with_logits(
+    x: Any,
+    t: Any,
+    reduction: str,
+    pos_weight: float = 1.0,
+    label_smoothing: float = 0.0,
+    sample_weight: Any = None,
+) -> Any:
+    torch = _torch()
+    t = _smoothed(t, label_smoothing)
+    pw = torch.tensor(pos_weight, dtype=x.dtype)
+    return _F().binary_cross_entropy_with_logits(
+        x, t, weight=sample_weight, pos_weight=pw, reduction=reduction
+    )
+
+
+def _class_weight(weight: Any, like: Any) -> Any:
+    if weight is None:
+        return None
+    return _torch().as_tensor(np.broadcast_to(weight, like.shape[-1:]).copy(), dtype=like.dtype)
+
+
+def _cross_entropy(
+    x: Any, t: Any, reduction: str, weight: Any = None, label_smoothing: float = 0.0
+) -> Any:
+    w = _class_weight(weight, x)
+    return _F().cross_entropy(x, t, weight=w, reduction=reduction, label_smoothing=label_smoothing)
+
+
+def _sparse_cross_entropy(
+    x: Any,
+    y: Any,
+    reduction: str,
+    weight: Any = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> Any:
+    w = _class_weight(weight, x)
+    return _F().cross_entropy(
+        x, y, weight=w, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing,
+    )  # fmt: skip
+
+
+def _nll(
+    lp: Any,
+    y: Any,
+    reduction: str,
+    weight: Any = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+) -> Any:
+    # torch.nn.functional.nll_loss, plus the label-smoothing term exactly as torch's
+    # cross_entropy adds it to the nll of its log-probabilities (aten cross_entropy_loss).
+    torch, F = _torch(), _F()  # noqa: N806
+    w = _class_weight(weight, lp)
+    nll = F.nll_loss(lp, y, weight=w, ignore_index=ignore_index, reduction=reduction)
+    if label_smoothing == 0.0:
+        return nll
+    cw = w if w is not None else torch.ones(lp.shape[-1], dtype=lp.dtype)
+    keep = y != ignore_index
+    smooth = torch.where(keep, -(lp * cw).sum(-1), torch.zeros((), dtype=lp.dtype))
+    if reduction == "mean":
+        smooth = smooth.sum() / cw[y[keep]].sum()
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    return (1.0 - label_smoothing) * nll + smooth * (label_smoothing / lp.shape[-1])
+
+
+def _sigmoid_focal(x: Any, t: Any, reduction: str, alpha: float = 0.25, gamma: float = 2.0) -> Any:
+    # torchvision.ops.sigmoid_focal_loss, transcribed.
+    torch, F = _torch(), _F()  # noqa: N806
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+    return _reduce(loss, reduction)
+
+
+def _softmax_focal(x: Any, y: Any, reduction: str, alpha: float = 1.0, gamma: float = 2.0) -> Any:
+    # kornia.losses.focal_loss with a one-hot target, transcribed.
+    torch = _torch()
+    lp = torch.log_softmax(x, -1).gather(-1, y[..., None])[..., 0]
+    return _reduce(-alpha * (1 - lp.exp()) ** gamma * lp, reduction)
+
+
+def _poly1(x: Any, y: Any, reduction: str, epsilon: float = 1.0) -> Any:
+    # PolyLoss reference: cross_entropy + epsilon * (1 - p_t).
+    torch, F = _torch(), _F()  # noqa: N806
+    pt = torch.softmax(x, -1).gather(-1, y[..., None])[..., 0]
+    return _reduce(F.cross_entropy(x, y, reduction="none") + epsilon * (1 - pt), reduction)
+
+
+# -- references: margin and embedding ----------------------------------------------------------
+
+
+def _hinge(p: Any, t: Any, reduction: str) -> Any:
+    # keras.losses.hinge: maximum(1 - t p, 0); a tie sends the gradient to 1 - t p (clamp).
+    return _reduce(_torch().clamp(1 - t * p, min=0), reduction)
+
+
+def _squared_hinge(p: Any, t: Any, reduction: str) -> Any:
+    return _reduce(_torch().clamp(1 - t * p, min=0) ** 2, reduction)
+
+
+def _categorical_hinge(p: Any, t: Any, reduction: str) -> Any:
+    # keras.losses.categorical_hinge; amax shares a tie's gradient evenly, like tf.reduce_max.
+    torch = _torch()
+    pos = (t * p).sum(-1)
+    neg = ((1 - t) * p).amax(-1)
+    return _reduce(torch.clamp(neg - pos + 1, min=0), reduction)
+
+
+def _multi_margin(
+    x: Any, y: Any, reduction: str, p: int = 1, margin: float = 1.0, weight: Any = None
+) -> Any:
+    w = _class_weight(weight, x)
+    return _F().multi_margin_loss(x, y, p=p, margin=margin, weight=w, reduction=reduction)
+
+
+def _soft_margin(p: Any, t: Any, reduction: str) -> Any:
+    return _F().soft_margin_loss(p, t.to(p.dtype), reduction=reduction)
+
+
+def _margin_ranking(a: Any, b: Any, t: Any, reduction: str, margin: float = 0.0) -> Any:
+    return _F().margin_ranking_loss(a, b, t.to(a.dtype), margin=margin, reduction=reduction)
+
+
+def _hinge_embedding(p: Any, t: Any, reduction: str, margin: float = 1.0) -> Any:
+    return _F().hinge_embedding_loss(p, t.to(p.dtype), margin=margin, reduction=reduction)
+
+
+def _cosine_embedding(a: Any, b: Any, t: Any, reduction: str, margin: float = 0.0) -> Any:
+    return _F().cosine_embedding_loss(a, b, t.to(a.dtype), margin=margin, reduction=reduction)
+
+
+def _cosine_similarity(p: Any, t: Any, reduction: str, eps: float = 1e-12) -> Any:
+    # keras.losses.cosine_similarity with tf.math.l2_normalize: x * rsqrt(max(sum x^2, eps)).
+    torch = _torch()
+
+    def unit(v: Any) -> Any:
+        return v * torch.rsqrt(torch.clamp((v * v).sum(-1, keepdim=True), min=eps))
+
+    return _reduce(-(unit(p) * unit(t)).sum(-1), reduction)
+
+
+def _pairwise_distance(a: Any, b: Any, reduction: str, p: float = 2.0, eps: float = 1e-6) -> Any:
+    return _reduce(_F().pairwise_distance(a, b, p=p, eps=eps), reduction)
+
+
+def _triplet_margin(
+    a: Any,
+    pos: Any,
+    neg: Any,
+    reduction: str,
+    margin: float = 1.0,
+    p: float = 2.0,
+    eps: float = 1e-6,
+    swap: int = 0,
+) -> Any:
+    return _F().triplet_margin_loss(
+        a, pos, neg, margin=margin, p=p, eps=eps, swap=bool(swap), reduction=reduction
+    )
+
+
+# -- references: segmentation and detection ----------------------------------------------------
+
+
+def _dice(p: Any, t: Any, reduction: str, smooth: float = 1.0) -> Any:
+    value = 1 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth)
+    return _batch_value(value, p.shape[0], reduction)
+
+
+def _tversky(
+    p: Any, t: Any, reduction: str, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1.0
+) -> Any:
+    # segmentation_models_pytorch TverskyLoss (one channel), transcribed.
+    tp, fp, fn = (p * t).sum(), (p * (1 - t)).sum(), ((1 - p) * t).sum()
+    value = 1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+    return _batch_value(value, p.shape[0], reduction)
+
+
+def _jaccard(p: Any, t: Any, reduction: str, smooth: float = 1.0) -> Any:
+    inter = (p * t).sum()
+    value = 1 - (inter + smooth) / (p.sum() + t.sum() - inter + smooth)
+    return _batch_value(value, p.shape[0], reduction)
+
+
+def _box_iou(b1: Any, b2: Any, reduction: str, generalized: int = 1, eps: float = 1e-7) -> Any:
+    # torchvision.ops.generalized_box_iou_loss and its _loss_inter_union, transcribed
+    # (boolean-mask assignment written as where: the same values and gradients).
+    torch = _torch()
+    x1, y1, x2, y2 = b1.unbind(-1)
+    x1g, y1g, x2g, y2g = b2.unbind(-1)
+    xk1, yk1 = torch.max(x1, x1g), torch.max(y1, y1g)
+    xk2, yk2 = torch.min(x2, x2g), torch.min(y2, y2g)
+    mask = (yk2 > yk1) & (xk2 > xk1)
+    inter = torch.where(mask, (xk2 - xk1) * (yk2 - yk1), torch.zeros_like(x1))
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+    iou = inter / (union + eps)
+    if not generalized:
+        return _reduce(1 - iou, reduction)
+    xc1, yc1 = torch.min(x1, x1g), torch.min(y1, y1g)
+    xc2, yc2 = torch.max(x2, x2g), torch.max(y2, y2g)
+    area_c = (xc2 - xc1) * (yc2 - yc1)
+    return _reduce(1 - (iou - (area_c - union) / (area_c + eps)), reduction)
+
+
+# -- references: generative --------------------------------------------------------------------
+
+
+def _wasserstein(real: Any, fake: Any, reduction: str) -> Any:
+    return _reduce(fake - real, reduction)
+
+
+def _wasserstein_generator(fake: Any, reduction: str) -> Any:
+    return _reduce(-fake, reduction)
+
+
+def _gan_generator(fake: Any, reduction: str) -> Any:
+    torch = _torch()
+    return _F().binary_cross_entropy_with_logits(fake, torch.ones_like(fake), reduction=reduction)
+
+
+def _gan_discriminator(real: Any, fake: Any, reduction: str) -> Any:
+    torch, F = _torch(), _F()  # noqa: N806
+    r = F.binary_cross_entropy_with_logits(real, torch.ones_like(real), reduction="none")
+    f = F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake), reduction="none")
+    return _reduce(r + f, reduction)
+
+
+# -- input cases -------------------------------------------------------------------------------
+
+
+def _positive_pair(rng: np.random.Generator) -> dict[str, Inputs]:
+    p, t = rng.uniform(0.0, 3.0, N), rng.uniform(0.0, 3.0, N)
+    return {
+        "typical": (p, t),
+        "zero_residual": (t.copy(), t),
+        "zeros_and_eps": (np.array([0.0, 1e-7, -0.5, 2.0]), np.array([0.0, 0.3, 1e-7, 0.0])),
+        "batch_of_one": (p[:1], t[:1]),
+    }
+
+
+def _huber_pair(rng: np.random.Generator) -> dict[str, Inputs]:
+    cases = _pair(rng)
+    # Residuals exactly at +-0.5 and +-1 (the kinks of the option grid) and 0.
+    t = np.array([0.25, -1.0, 2.0, 0.0, 3.5])
+    cases["kinks"] = (t + np.array([1.0, -0.5, 0.5, -1.0, 0.0]), t)
+    return cases
+
+
+def _counts(rng: np.random.Generator) -> dict[str, Inputs]:
+    p = rng.uniform(0.1, 3.0, N)
+    t = rng.integers(0, 6, N).astype(np.float64)
+    return {
+        "typical": (p, t),
+        "target_0_1_2": (np.array([0.5, 1.5, 2.0, 0.0]), np.array([0.0, 1.0, 2.0, 1.0])),
+        "batch_of_one": (p[:1], t[:1]),
+    }
+
+
+def _gaussian(rng: np.random.Generator) -> dict[str, Inputs]:
+    p, t = _normal(rng, N), _normal(rng, N)
+    var = rng.uniform(0.1, 2.0, N)
+    return {
+        "typical": (p, t, var),
+        "var_below_eps": (p[:4], t[:4], np.array([0.0, 1e-7, 1e-6, 0.5])),
+        "zero_residual": (t.copy(), t, var),
+    }
+
+
+def _kl(rng: np.random.Generator, c: int = 5) -> dict[str, Inputs]:
+    lp, q = _log_probs(rng, 4, c), _simplex(rng, 4, c)
+    q0 = q.copy()
+    q0[:, 0] = 0.0  # zero target probabilities: xlogy(0, 0) = 0
+    return {"typical": (lp, q), "zero_target": (lp, q0), "batch_of_one": (lp[:1], q[:1])}
+
+
+def _kl_flat(rng: np.random.Generator) -> dict[str, Inputs]:
+    return {k: (v[0].reshape(-1), v[1].reshape(-1)) for k, v in _kl(rng).items()}
+
+
+def _probs(rng: np.random.Generator) -> dict[str, Inputs]:
+    p, t = _prob(rng, N), rng.integers(0, 2, N).astype(np.float64)
+    return {
+        "typical": (p, t),
+        "soft_targets": (p, _prob(rng, N)),
+        "exact_0_and_1": (
+            np.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1e-50]),
+            np.array([0.0, 1.0, 0.5, 0.0, 1.0, 0.5, 1.0]),
+        ),
+        "batch_of_one": (p[:1], t[:1]),
+    }
+
+
+def _logits(rng: np.random.Generator) -> dict[str, Inputs]:
+    x, t = _normal(rng, N, scale=2.0), rng.integers(0, 2, N).astype(np.float64)
+    return {
+        "typical": (x, t),
+        "soft_targets": (x, _prob(rng, N)),
+        "extreme": (np.array([1e4, -1e4, 1e4, -1e4, 40.0, -40.0]), np.array([1.0, 0, 0, 1, 0.3, 1])),
+        "batch_of_one": (x[:1], t[:1]),
+    }
+
+
+def _focal_logits(rng: np.random.Generator) -> dict[str, Inputs]:
+    # |x| <= 3: torchvision forms 1 - p_t by cancellation, exact enough only away from 0.
+    x, t = rng.uniform(-3.0, 3.0, N), rng.integers(0, 2, N).astype(np.float64)
+    return {"typical": (x, t), "soft_targets": (x, _prob(rng, N)), "batch_of_one": (x[:1], t[:1])}
+
+
+def _dense_classes(rng: np.random.Generator) -> dict[str, Inputs]:
+    x = _normal(rng, 5, 4, scale=2.0)
+    big = np.array([[1e4, -1e4, 0.0, 3.0], [-1e4, -1e4, -1e4, 1e4]])
+    return {
+        "typical": (x, _simplex(rng, 5, 4)),
+        "one_hot": (x, np.eye(4)[rng.integers(0, 4, 5)]),
+        "extreme": (big, _simplex(rng, 2, 4)),
+        "batch_of_one": (x[:1], _simplex(rng, 1, 4)),
+        "c10000": (_normal(rng, 3, 10000, scale=3.0), _simplex(rng, 3, 10000)),
+    }
+
+
+def _labels(rng: np.random.Generator, log_probs: bool = False) -> dict[str, Inputs]:
+    x = _normal(rng, 6, 4, scale=2.0)
+    y = rng.integers(0, 4, 6)
+    ignored = y.copy()
+    ignored[[1, 4]] = -100
+    big = np.array([[1e4, -1e4, 0.0, 3.0], [-1e4, -1e4, -1e4, 1e4], [0.0, 0.0, 0.0, 0.0]])
+    wide = _normal(rng, 3, 10000, scale=3.0)
+    cases = {
+        "typical": (x, y),
+        "ignored_rows": (x, ignored),
+        "extreme": (big, np.array([1, 3, 2])),
+        "batch_of_one": (x[:1], y[:1]),
+        "c10000": (wide, rng.integers(0, 10000, 3)),
+        "all_ignored": (x[:2], np.array([-100, -100])),
+    }
+    if not log_probs:
+        return cases
+    return {k: (v[0] - _logsumexp(v[0]), v[1]) for k, v in cases.items()}
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    m = x.max(-1, keepdims=True)
+    return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def _labels_ls(rng: np.random.Generator) -> dict[str, Inputs]:
+    return _labels(rng, log_probs=True)
+
+
+def _small_labels(rng: np.random.Generator) -> dict[str, Inputs]:
+    # Moderate logits only: torch's 1 - p_t cancels as p_t -> 1 (compare extremes in stability).
+    x, y = _normal(rng, 6, 4), rng.integers(0, 4, 6)
+    return {"typical": (x, y), "batch_of_one": (x[:1], y[:1]), "c10000": (
+        _normal(rng, 2, 10000), rng.integers(0, 10000, 2))}  # fmt: skip
+
+
+def _signed(rng: np.random.Generator) -> dict[str, Inputs]:
+    p, t = _normal(rng, N, scale=2.0), _pm1(rng, N)
+    return {
+        "typical": (p, t),
+        "kinks": (np.array([1.0, -1.0, 0.5, -0.5]), np.array([1, -1, 1, -1], dtype=np.int64)),
+        "batch_of_one": (p[:1], t[:1]),
+    }
+
+
+def _categorical(rng: np.random.Generator) -> dict[str, Inputs]:
+    p, t = _normal(rng, 5, 4), np.eye(4)[rng.integers(0, 4, 5)]
+    ties = np.array([[0.5, 0.5, 0.2, 0.5], [2.0, 0.0, 1.0, 2.0]])
+    return {"typical": (p, t), "ties": (ties, np.eye(4)[[2, 1]]), "batch_of_one": (p[:1], t[:1])}
+
+
+def _margins(rng: np.random.Generator) -> dict[str, Inputs]:
+    x, y = _normal(rng, 6, 4), rng.integers(0, 4, 6)
+    # Row 0: x_0 - x_1 + 1 = 0 exactly (a kink for margin 1).
+    kinks = np.array([[0.0, 1.0, 0.5, -2.0], [3.0, 3.0, 3.0, 3.0]])
+    return {"typical": (x, y), "kinks": (kinks, np.array([1, 0])), "batch_of_one": (x[:1], y[:1])}
+
+
+def _ranking(rng: np.random.Generator) -> dict[str, Inputs]:
+    a, b, t = _normal(rng, N), _normal(rng, N), _pm1(rng, N)
+    return {
+        "typical": (a, b, t),
+        "ties": (np.array([1.0, 2.0, 0.5]), np.array([1.0, 2.0, 0.5]), np.array([1, -1, 1])),
+        "batch_of_one": (a[:1], b[:1], t[:1]),
+    }
+
+
+def _distances(rng: np.random.Generator) -> dict[str, Inputs]:
+    d, t = rng.uniform(0.0, 2.0, N), _pm1(rng, N)
+    return {
+        "typical": (d, t),
+        "at_margin": (np.array([1.0, 0.0, 1.0, 0.5]), np.array([-1, -1, 1, -1])),
+        "batch_of_one": (d[:1], t[:1]),
+    }
+
+
+def _vector_pairs(rng: np.random.Generator, d: int = 5) -> dict[str, Inputs]:
+    a, b = _normal(rng, 4, d), _normal(rng, 4, d)
+    zero = np.zeros((2, d))
+    return {"typical": (a, b), "zero_vectors": (zero, np.vstack([b[:1], zero[:1]])),
+            "batch_of_one": (a[:1], b[:1])}  # fmt: skip
+
+
+def _cosine_pairs(rng: np.random.Generator) -> dict[str, Inputs]:
+    cases = _vector_pairs(rng)
+    targets = {"typical": np.array([1, -1, 1, -1]), "zero_vectors": np.array([1, -1]),
+               "batch_of_one": np.array([-1])}  # fmt: skip
+    return {k: (*v, targets[k]) for k, v in cases.items()}
+
+
+def _triplets(rng: np.random.Generator, d: int = 5) -> dict[str, Inputs]:
+    a, p, n = _normal(rng, 4, d), _normal(rng, 4, d), _normal(rng, 4, d)
+    return {"typical": (a, p, n), "batch_of_one": (a[:1], p[:1], n[:1])}
+
+
+def _masks(rng: np.random.Generator) -> dict[str, Inputs]:
+    p, t = _prob(rng, N), rng.integers(0, 2, N).astype(np.float64)
+    return {
+        "typical": (p, t),
+        "empty_target": (p, np.zeros(N)),
+        "exact_0_and_1": (np.array([0.0, 1.0, 1.0, 0.0]), np.array([0.0, 1.0, 0.0, 1.0])),
+        "batch_of_one": (p[:1], t[:1]),
+    }
+
+
+def _box_pairs(rng: np.random.Generator) -> dict[str, Inputs]:
+    b1, b2 = _boxes(rng, 5), _boxes(rng, 5)
+    same = b1[:2].copy()
+    disjoint = np.array([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
+    apart = np.array([[2.0, 2.0, 3.0, 4.0], [1.0, 0.0, 2.0, 1.0]])  # second one touches
+    return {"typical": (b1, b2), "identical": (same, same.copy()), "disjoint": (disjoint, apart),
+            "batch_of_one": (b1[:1], b2[:1])}  # fmt: skip
+
+
+def _scores(rng: np.random.Generator) -> dict[str, Inputs]:
+    a, b = _normal(rng, N, scale=3.0), _normal(rng, N, scale=3.0)
+    return {"typical": (a, b), "extreme": (np.array([1e4, -1e4]), np.array([-1e4, 1e4])),
+            "batch_of_one": (a[:1], b[:1])}  # fmt: skip
+
+
+def _one_score(rng: np.random.Generator) -> dict[str, Inputs]:
+    return {k: v[1:] for k, v in _scores(rng).items()}
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+_W4 = np.array([0.5, 2.0, 1.0, 0.0])  # class weights, one class switched off
+# Class weights have 4 entries (not 10000); labels of -100 are out of range once
+# ignore_index = 2 (torch raises there too).
+_skip_wide_and_ignored = frozenset(
+    {(2, "c10000"), (3, "c10000"), (4, "ignored_rows"), (4, "all_ignored")}
+)
+
+ORACLES: tuple[Oracle, ...] = (
+    Oracle("mse", "torch.nn.functional.mse_loss", _mse, _pair),
+    Oracle("mae", "torch.nn.functional.l1_loss", _l1, _pair),
+    Oracle("l1", "torch.nn.functional.l1_loss", _l1, _pair),
+    Oracle("huber", "torch.nn.functional.huber_loss", _huber, _huber_pair,
+           ({}, {"delta": 0.5}, {"delta": 2.0})),
+    Oracle("smooth_l1", "torch.nn.functional.smooth_l1_loss", _smooth_l1, _huber_pair,
+           ({}, {"beta": 0.5}, {"beta": 0.0})),
+    Oracle("rmse", "torch.sqrt(mse_loss)", _rmse,
+           lambda rng: {k: v for k, v in _pair(rng).items() if k != "zero_residual"}),
+    Oracle("log_cosh", "keras.losses.log_cosh", _log_cosh, _pair),
+    Oracle("quantile", "tfa.losses.PinballLoss", _quantile, _pair,
+           ({}, {"q": 0.1}, {"q": 0.9})),
+    Oracle("msle", "keras.losses.mean_squared_logarithmic_error", _msle, _positive_pair),
+    Oracle("mape", "keras.losses.mean_absolute_percentage_error", _mape, _positive_pair),
+    Oracle("poisson_nll", "torch.nn.functional.poisson_nll_loss", _poisson_nll, _counts,
+           ({}, {"full": 1}, {"log_input": 0}, {"log_input": 0, "full": 1, "eps": 1e-4})),
+    Oracle("gaussian_nll", "torch.nn.functional.gaussian_nll_loss", _gaussian_nll, _gaussian,
+           ({}, {"full": 1}, {"eps": 1e-3})),
+    Oracle("kl_div", "torch.nn.functional.kl_div", _kl_div, _kl_flat,
+           ({}, {"log_target": 1})),
+    Oracle("kl_div_batchmean", "torch.nn.functional.kl_div(reduction='batchmean')",
+           _kl_div_batchmean, _kl, ({}, {"log_target": 1})),
+    Oracle("bce", "torch.nn.functional.binary_cross_entropy", _bce, _probs,
+           ({}, {"label_smoothing": 0.1})),
+    Oracle("bce_with_logits", "torch.nn.functional.binary_cross_entropy_with_logits",
+           _bce_with_logits, _logits,
+           ({}, {"pos_weight": 2.5}, {"label_smoothing": 0.2, "pos_weight": 0.5})),
+    Oracle("cross_entropy", "torch.nn.functional.cross_entropy (probabilities)",
+           _cross_entropy, _dense_classes,
+           ({}, {"label_smoothing": 0.1}, {"weight": _W4, "label_smoothing": 0.05}),
+           skip=frozenset({(2, "c10000")})),
+    Oracle("sparse_cross_entropy", "torch.nn.functional.cross_entropy (indices)",
+           _sparse_cross_entropy, _labels,
+           ({}, {"label_smoothing": 0.1}, {"weight": _W4 + 0.25, "label_smoothing": 0.2},
+            {"weight": _W4}, {"ignore_index": 2}),
+           skip=_skip_wide_and_ignored),
+    Oracle("nll", "torch.nn.functional.nll_loss", _nll, _labels_ls,
+           ({}, {"label_smoothing": 0.1}, {"weight": _W4 + 0.25, "label_smoothing": 0.2},
+            {"weight": _W4}, {"ignore_index": 2}),
+           skip=_skip_wide_and_ignored),
+    Oracle("sigmoid_focal", "torchvision.ops.sigmoid_focal_loss", _sigmoid_focal, _focal_logits,
+           ({}, {"alpha": -1.0}, {"gamma": 0.0}, {"alpha": 0.5, "gamma": 1.5})),
+    Oracle("softmax_focal", "kornia.losses.focal_loss", _softmax_focal, _small_labels,
+           ({}, {"alpha": 0.25, "gamma": 0.5}, {"gamma": 0.0})),
+    Oracle("poly1", "PolyLoss (Leng et al. 2022)", _poly1, _small_labels,
+           ({}, {"epsilon": -1.0}, {"epsilon": 5.0})),
+    Oracle("hinge", "keras.losses.hinge", _hinge, _signed),
+    Oracle("squared_hinge", "keras.losses.squared_hinge", _squared_hinge, _signed),
+    Oracle("categorical_hinge", "keras.losses.categorical_hinge", _categorical_hinge, _categorical),
+    Oracle("multi_margin", "torch.nn.functional.multi_margin_loss", _multi_margin, _margins,
+           ({}, {"p": 2}, {"margin": 0.5, "weight": _W4 + 0.5}, {"p": 2, "weight": _W4})),
+    Oracle("soft_margin", "torch.nn.functional.soft_margin_loss", _soft_margin, _signed),
+    Oracle("margin_ranking", "torch.nn.functional.margin_ranking_loss", _margin_ranking, _ranking,
+           ({}, {"margin": 0.5})),
+    Oracle("hinge_embedding", "torch.nn.functional.hinge_embedding_loss", _hinge_embedding,
+           _distances, ({}, {"margin": 0.5})),
+    Oracle("cosine_embedding", "torch.nn.functional.cosine_embedding_loss", _cosine_embedding,
+           _cosine_pairs, ({}, {"margin": 0.3}, {"margin": -0.5})),
+    Oracle("cosine_similarity", "keras.losses.cosine_similarity", _cosine_similarity,
+           _vector_pairs),
+    Oracle("pairwise_distance", "torch.nn.functional.pairwise_distance", _pairwise_distance,
+           _vector_pairs, ({}, {"p": 1.0}, {"p": 3.0, "eps": 0.0}),
+           skip=frozenset({(2, "zero_vectors")})),
+    Oracle("triplet_margin", "torch.nn.functional.triplet_margin_loss", _triplet_margin,
+           _triplets, ({}, {"swap": 1}, {"p": 1.0, "margin": 2.0}, {"p": 3.0, "swap": 1})),
+    Oracle("dice", "smp DiceLoss (one channel)", _dice, _masks, ({}, {"smooth": 0.0})),
+    Oracle("tversky", "smp TverskyLoss (one channel)", _tversky, _masks,
+           ({}, {"alpha": 0.3, "beta": 0.7}, {"smooth": 0.0, "alpha": 1.0, "beta": 1.0}),
+           skip=frozenset({(2, "empty_target")})),
+    Oracle("jaccard", "smp JaccardLoss (one channel)", _jaccard, _masks, ({}, {"smooth": 0.5})),
+    Oracle("box_iou", "torchvision.ops.generalized_box_iou_loss", _box_iou, _box_pairs,
+           ({}, {"generalized": 0}, {"eps": 0.0}), skip=frozenset({(2, "disjoint")})),
+    Oracle("wasserstein", "WGAN critic (Arjovsky et al. 2017)", _wasserstein, _scores),
+    Oracle("wasserstein_generator", "WGAN generator", _wasserstein_generator, _one_score),
+    Oracle("gan_generator", "binary_cross_entropy_with_logits(fake, 1)", _gan_generator,
+           _one_score),
+    Oracle("gan_discriminator", "bce_with_logits(real, 1) + bce_with_logits(fake, 0)",
+           _gan_discriminator, _scores),
+)
+
+BY_SPEC: dict[str, Oracle] = {o.spec: o for o in ORACLES}
+
+# torch's per-element `weight=` of the BCE losses is lossdsl's sample_weight; torch's mean
+# divides by the element count, the weighted mean by the weight sum, so only sum/none agree.
+WEIGHTED: tuple[Oracle, ...] = (
+    Oracle("bce", "binary_cross_entropy(weight=)", _bce, _probs, ({}, {"label_smoothing": 0.1}),
+           ("sum", "none")),
+    Oracle("bce_with_logits", "binary_cross_entropy_with_logits(weight=)", _bce_with_logits,
+           _logits, ({}, {"pos_weight": 3.0}), ("sum", "none")),
+)
