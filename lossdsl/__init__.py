@@ -16,6 +16,8 @@ from lossdsl.api import (
     load,
     register,
 )
+from lossdsl.precompile import precompile
+from lossdsl.penalty import Penalized
 from lossdsl.errors import (
     DerivationError,
     KernelCompileError,
@@ -34,6 +36,7 @@ __all__ = [
     "Loss",
     "LossDSLError",
     "ParamInfo",
+    "Penalized",
     "SpecDomainError",
     "SpecNameError",
     "SpecShapeError",
@@ -46,5 +49,6 @@ __all__ = [
     "get",
     "is_builtin",
     "load",
+    "precompile",
     "register",
 ]

@@ -22,8 +22,9 @@ _EXPAND_GROWTH = 4
 class Quantity:
     """One lifted value, computed once per sample (row ops) or once per batch (totals).
 
-    op: 'sum' or 'max' over the axis; 'gather' at `index`; 'total' over the batch; 'adjoint'
-    (a batch sum of a per-sample adjoint, used by the gradient of batch totals).
+    op: 'sum' or 'max' over the axis; 'argmax' (the first position of the maximum whose
+    symbol is `index`, computed in that maximum's pass); 'gather' at `index`; 'total' over the
+    batch; 'adjoint' (a batch sum of a per-sample adjoint, used by the gradient of totals).
     """
 
     symbol: sp.Symbol
@@ -33,7 +34,7 @@ class Quantity:
     differentiable: bool = True
 
 
-ROW_OPS = ("sum", "max", "gather")
+ROW_OPS = ("sum", "max", "argmax", "gather")
 BATCH_OPS = ("total", "adjoint")
 
 
@@ -75,6 +76,16 @@ class Aggregates:
         if not self.element_dependent(expr):
             return expr
         return self._new("max", expr, None, differentiable, False)
+
+    def argmax(self, maximum: sp.Symbol) -> sp.Symbol:
+        """The position of a row maximum (first on ties), found in the maximum's own pass.
+
+        Differentiating through the position rather than testing `x == max` afterwards keeps
+        the gradient exact even where the maximum's operand is re-evaluated differently.
+        """
+        q = self.items[maximum]
+        symbol = self._new("argmax", q.expr, maximum, False, False)
+        return symbol
 
     def gather(self, expr: sp.Expr, index: sp.Expr) -> sp.Expr:
         """`expr` evaluated at position `index`: each element symbol becomes its gathered load.

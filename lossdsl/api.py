@@ -12,18 +12,20 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lossdsl import codegen, ir, runtime
+from lossdsl import ir, runtime
 from lossdsl.check import check_spec
-from lossdsl.derive import Derived, derive
+from lossdsl.codegen import MODULES as _TARGET_MODULES
+from lossdsl.codegen.names import entry_name
 from lossdsl.errors import SpecDomainError, SpecShapeError, UnknownLossError, did_you_mean
-from lossdsl.explain import explain as _explain
-from lossdsl.lower import lower
 from lossdsl.parse import parse_spec
 from lossdsl.registry import Registry
+
+if TYPE_CHECKING:
+    from lossdsl.derive import Derived
 
 _MODES = {"mean": 0, "sum": 1, "none": 2}
 # Samples per block scale so one block holds about this many elements: big enough to amortise
@@ -48,9 +50,9 @@ class Loss:
     """A compiled loss: call it for the value, or ask for gradients and Hessian diagonals."""
 
     def __init__(self, definition: ir.LossDef, target: str = "cpu") -> None:
-        if target not in codegen.TARGETS:
+        if target not in _TARGET_MODULES:
             raise UnknownLossError(
-                f"unknown target '{target}'", hint=f"targets: {', '.join(codegen.TARGETS)}"
+                f"unknown target '{target}'", hint=f"targets: {', '.join(_TARGET_MODULES)}"
             )
         self.definition = definition
         self.target = target
@@ -100,16 +102,24 @@ class Loss:
 
     def derived(self) -> Derived:
         if self._derived is None:
+            # SymPy is imported here, not at import time: cached kernels never need it.
+            from lossdsl.derive import derive
+            from lossdsl.lower import lower
+
             self._derived = derive(lower(self.definition))
         return self._derived
 
     def explain(self, latex: bool = False) -> str:
         """Value, gradient and Hessian diagonal as readable formulas."""
-        return _explain(self.derived(), latex)
+        from lossdsl.explain import explain
+
+        return explain(self.derived(), latex)
 
     def source(self) -> str:
         """The generated kernel module."""
-        return codegen.TARGETS[self.target](self.derived()).text
+        from lossdsl.codegen import TARGETS
+
+        return TARGETS[self.target](self.derived()).text
 
     @property
     def source_path(self) -> Path:
@@ -236,8 +246,9 @@ class Loss:
         flat += [a.reshape(call.flat_shape(x)) for a, x in zip(hess, wrt, strict=False)]
         head = (*call.arrays, *call.params, call.sw, call.mode, block)
         tail = (None if result is None else result.reshape(n), *flat)
-        weighted_mean = call.mode == 0 and (call.sw is not None or self.definition.weight is not None)
-        entry = codegen.base.entry_name(mode, call.dtag, True)
+        weighted = call.sw is not None or self.definition.weight is not None
+        weighted_mean = call.mode == 0 and weighted
+        entry = entry_name(mode, call.dtag, True)
         value, bad = runtime.run_phases(
             self._kernels(), entry, head, tail, blocks, threads, weighted_mean
         )

@@ -8,7 +8,6 @@ definitions the registry returns; this module reads no files and writes none.
 
 from __future__ import annotations
 
-import lossdsl
 from lossdsl import api, ir
 from lossdsl.check import TASKS
 
@@ -29,8 +28,8 @@ def render_catalog() -> str:
     Returns:
         The whole page, ending in a newline; byte-identical across runs.
     """
-    names = [n for n in lossdsl.available() if api.is_builtin(n)]
-    losses = [lossdsl.get(n) for n in names]
+    names = [n for n in api.available() if api.is_builtin(n)]
+    losses = [api.get(n) for n in names]
     parts = [_TITLE, _index(losses)]
     for task in TASKS:
         group = [loss for loss in losses if loss.task == task]
@@ -85,9 +84,20 @@ def header_comment(d: ir.LossDef) -> str:
 
 
 def _reference(loss: api.Loss) -> str:
-    """The framework function named on the header's `Matches` line, if any."""
+    """The framework function on the header's `Matches` line, up to its first clause break."""
     for line in header_comment(loss.definition).splitlines():
         if "Matches " in line:
-            tail = line.split("Matches ", 1)[1].strip()
-            return tail.rstrip(".,;:").replace("|", "\\|")
+            return _first_clause(line.split("Matches ", 1)[1]).replace("|", "\\|")
     return ""
+
+
+def _first_clause(text: str) -> str:
+    """`text` up to the first ',', ';', ' (' or sentence end outside parentheses."""
+    depth = 0
+    for k, ch in enumerate(text):
+        if ch == "(" and depth == 0 and text[k - 1 : k] == " ":
+            return text[: k - 1]
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and (ch in ",;" or text[k : k + 2] == ". " or text[k:] == "."):
+            return text[:k]
+    return text.strip()

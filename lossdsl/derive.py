@@ -83,6 +83,22 @@ def _check_size(expr: sp.Expr, lowered: Lowered, name: str) -> None:
         )
 
 
+def _times(dq: sp.Expr, jq: sp.Expr) -> sp.Expr:
+    """dq * jq, with jq moved into a select factor of dq that has a zero arm.
+
+    The chain rule through an aggregate multiplies d(expr)/dq, often where(c, 1, 0) when q
+    sits in one branch of a where, by q's Jacobian, which may be inf or NaN exactly when that
+    branch is not taken (a p-norm at distance 0); 0 * inf would leak NaN past the select.
+    """
+    factors = sp.Mul.make_args(dq)
+    for k, f in enumerate(factors):
+        if isinstance(f, P.Where) and (f.args[1] == 0 or f.args[2] == 0):
+            rest = sp.Mul(*factors[:k], *factors[k + 1 :]) * jq
+            cond, a, b = f.args
+            return P.Where(cond, a * rest, b * rest)
+    return dq * jq
+
+
 class _Differ:
     def __init__(self, lowered: Lowered, table: Aggregates) -> None:
         self.lowered = lowered
@@ -109,7 +125,7 @@ class _Differ:
                 continue
             jq = self.jacobian(q, x, full)
             if jq != 0:
-                out += dq * jq
+                out += _times(dq, jq)
         return out
 
     def jacobian(self, q: sp.Symbol, x: sp.Symbol, full: bool) -> sp.Expr:
@@ -124,6 +140,8 @@ class _Differ:
             return self.d(q.expr, x, full=False) if full else sp.S.Zero
         if q.op == "adjoint":
             return self._adjoint_jacobian(q, x) if full else sp.S.Zero
+        if q.op == "argmax":
+            return sp.S.Zero  # a position: piecewise constant
         if q.op in ("sum", "max"):
             return self._reduce_jacobian(q, x, full)
         return self._gather_jacobian(q, x, full)
@@ -132,21 +150,23 @@ class _Differ:
         if not q.differentiable:
             return sp.S.Zero
         f = q.expr
-        w = self._tie_weight(q) if q.op == "max" else sp.S.One
-        out = w * sp.diff(f, x) if x in self.elements else self.table.row_sum(w * sp.diff(f, x))
+        if q.op == "max":
+            return self._max_jacobian(q, x, full)
+        out = sp.diff(f, x) if x in self.elements else self.table.row_sum(sp.diff(f, x))
         for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
             df = sp.diff(f, q2)
             if df == 0:
                 continue
             j2 = self.jacobian(q2, x, full)
             if j2 != 0:
-                out += self.table.row_sum(w * df) * j2
+                out += self.table.row_sum(df) * j2
         return out
 
-    def _tie_weight(self, q: Quantity) -> sp.Expr:
-        # The maximum's gradient is shared evenly between tied elements (torch.amax).
-        hit = P.Where(sp.Eq(q.expr, q.symbol), sp.S.One, sp.S.Zero)
-        return hit / self.table.row_sum(hit)
+    def _max_jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
+        # The maximum's gradient flows to its first maximal element (torch.max(dim)): the
+        # derivative of max is that of a gather at the argmax.
+        at = Quantity(q.symbol, "gather", q.expr, self.table.argmax(q.symbol))
+        return self._gather_jacobian(at, x, full)
 
     def _gather_jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
         f, index = q.expr, q.index

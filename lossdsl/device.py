@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lossdsl import api, codegen, runtime
+from lossdsl.codegen.names import entry_name
 from lossdsl.errors import SpecShapeError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ def _launch(
     if call.n:
         module = loss._kernels()
         geom = geometry(call.n, call.axis_len, module.MAX_THREADS, tuning)
-        entry = codegen.base.entry_name(mode, call.dtag, True)
+        entry = entry_name(mode, call.dtag, True)
         args = (*call.arrays, *call.params, call.sw, call.mode, geom, _view(out))
         args += tuple(_view(a) for a in grads + hess)
         value, bad = runtime.run_kernel(module, entry, args)
@@ -171,16 +172,16 @@ def _bind_device(
     axis_len = 0
     batch: tuple[int, ...] | None = None
     for inp in d.inputs:
-        a = given[inp.name]
-        _check_kind(loss, inp, a, dtype)
-        shape = tuple(a.shape[:-1]) if inp.axis else tuple(a.shape)
+        _check_kind(loss, inp, given[inp.name], dtype)
+        full = tuple(given[inp.name].shape)
+        shape = full[:-1] if inp.axis else full
         if inp.axis:
-            if a.ndim == 0 or a.shape[-1] == 0 or (axis_len and a.shape[-1] != axis_len):
+            if not full or full[-1] == 0 or (axis_len and full[-1] != axis_len):
                 raise SpecShapeError(
-                    f"device input '{inp.name}' of loss '{loss.name}' has shape {a.shape}: "
+                    f"device input '{inp.name}' of loss '{loss.name}' has shape {full}: "
                     f"its trailing axis {inp.axis} is missing, empty or disagrees with the others"
                 )
-            axis_len = a.shape[-1]
+            axis_len = full[-1]
         if batch is not None and shape != batch:
             raise SpecShapeError(
                 f"device input '{inp.name}' has batch shape {shape} but the batch is {batch}",
@@ -197,7 +198,7 @@ def _bind_device(
     if sw is not None:
         if tuple(sw.shape) != batch or sw.dtype != dtype:
             raise SpecShapeError(
-                f"device sample_weight has shape {sw.shape} and dtype {sw.dtype}; "
+                f"device sample_weight has shape {tuple(sw.shape)} and dtype {sw.dtype}; "
                 f"it needs the batch shape {batch} and dtype {dtype}"
             )
         sw = _flat(loss, "sample_weight", sw, n, 0)

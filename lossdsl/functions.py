@@ -9,13 +9,28 @@ function needs when it is built from existing primitives.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import sympy as sp
+if TYPE_CHECKING:
+    import sympy as sp
 
-from lossdsl import primitives as P
+    from lossdsl import primitives as P
+else:
+
+    class _Lazy:
+        """A module imported on first attribute access: checking specs never loads SymPy."""
+
+        def __init__(self, name: str) -> None:
+            self._name = name
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(importlib.import_module(self._name), attr)
+
+    sp = _Lazy("sympy")
+    P = _Lazy("lossdsl.primitives")
 
 
 class LoweringContext(Protocol):
@@ -35,7 +50,7 @@ class LoweringContext(Protocol):
     def total(self, expr: sp.Expr) -> sp.Expr: ...
 
 
-Builder = Callable[..., sp.Expr]
+Builder = Callable[..., Any]  # returns a SymPy expression
 
 
 @dataclass(frozen=True)
@@ -60,8 +75,9 @@ class AxisFunction:
     doc: str
 
 
-def _unary(fn: Callable[[sp.Expr], sp.Expr]) -> Builder:
-    return lambda ctx, x: fn(x)
+def _unary(module: Any, name: str) -> Builder:
+    """A one-argument builder calling `module.name`, looked up only when lowering."""
+    return lambda ctx, x: getattr(module, name)(x)
 
 
 def _max(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
@@ -119,23 +135,23 @@ R = ("real",)
 FUNCTIONS: dict[str, Function] = {
     f.name: f
     for f in [
-        Function("abs", 1, 1, R, "real", _unary(P.Abs), "|x|; gradient sign(x), 0 at 0"),
-        Function("sign", 1, 1, R, "real", _unary(P.Sign), "-1, 0 or 1"),
-        Function("sqrt", 1, 1, R, "real", _unary(P.SafeSqrt), "square root; gradient 0 at 0"),
-        Function("square", 1, 1, R, "real", _unary(lambda x: x**2), "x^2"),
-        Function("exp", 1, 1, R, "real", _unary(sp.exp), "e^x"),
-        Function("log", 1, 1, R, "real", _unary(sp.log), "natural logarithm"),
-        Function("log1p", 1, 1, R, "real", _unary(P.Log1p), "log(1 + x), accurate near 0"),
-        Function("expm1", 1, 1, R, "real", _unary(P.Expm1), "exp(x) - 1, accurate near 0"),
-        Function("tanh", 1, 1, R, "real", _unary(sp.tanh), "hyperbolic tangent"),
-        Function("cosh", 1, 1, R, "real", _unary(sp.cosh), "hyperbolic cosine"),
-        Function("sinh", 1, 1, R, "real", _unary(sp.sinh), "hyperbolic sine"),
-        Function("sin", 1, 1, R, "real", _unary(sp.sin), "sine"),
-        Function("cos", 1, 1, R, "real", _unary(sp.cos), "cosine"),
-        Function("logcosh", 1, 1, R, "real", _unary(P.LogCosh), "log(cosh(x)), no overflow"),
-        Function("sigmoid", 1, 1, R, "real", _unary(P.Sigmoid), "1 / (1 + exp(-x))"),
-        Function("softplus", 1, 1, R, "real", _unary(P.Softplus), "log(1 + exp(x)), stable"),
-        Function("log_sigmoid", 1, 1, R, "real", _unary(P.LogSigmoid), "log(sigmoid(x))"),
+        Function("abs", 1, 1, R, "real", _unary(P, "Abs"), "|x|; gradient sign(x), 0 at 0"),
+        Function("sign", 1, 1, R, "real", _unary(P, "Sign"), "-1, 0 or 1"),
+        Function("sqrt", 1, 1, R, "real", _unary(P, "SafeSqrt"), "square root; gradient 0 at 0"),
+        Function("square", 1, 1, R, "real", lambda ctx, x: x**2, "x^2"),
+        Function("exp", 1, 1, R, "real", _unary(sp, "exp"), "e^x"),
+        Function("log", 1, 1, R, "real", _unary(sp, "log"), "natural logarithm"),
+        Function("log1p", 1, 1, R, "real", _unary(P, "Log1p"), "log(1 + x), accurate near 0"),
+        Function("expm1", 1, 1, R, "real", _unary(P, "Expm1"), "exp(x) - 1, accurate near 0"),
+        Function("tanh", 1, 1, R, "real", _unary(sp, "tanh"), "hyperbolic tangent"),
+        Function("cosh", 1, 1, R, "real", _unary(sp, "cosh"), "hyperbolic cosine"),
+        Function("sinh", 1, 1, R, "real", _unary(sp, "sinh"), "hyperbolic sine"),
+        Function("sin", 1, 1, R, "real", _unary(sp, "sin"), "sine"),
+        Function("cos", 1, 1, R, "real", _unary(sp, "cos"), "cosine"),
+        Function("logcosh", 1, 1, R, "real", _unary(P, "LogCosh"), "log(cosh(x)), no overflow"),
+        Function("sigmoid", 1, 1, R, "real", _unary(P, "Sigmoid"), "1 / (1 + exp(-x))"),
+        Function("softplus", 1, 1, R, "real", _unary(P, "Softplus"), "log(1 + exp(x)), stable"),
+        Function("log_sigmoid", 1, 1, R, "real", _unary(P, "LogSigmoid"), "log(sigmoid(x))"),
         Function("relu", 1, 1, R, "real", _relu, "max(x, 0); gradient 0 at 0"),
         Function("xlogy", 2, 2, R, "real", lambda ctx, x, y: P.Xlogy(x, y), "x*log(y), 0 at x=0"),
         Function(
@@ -144,7 +160,7 @@ FUNCTIONS: dict[str, Function] = {
             1,
             R,
             "real",
-            _unary(P.StopGradient),
+            _unary(P, "StopGradient"),
             "the value of x, differentiated as a constant",
         ),
         Function(

@@ -140,7 +140,8 @@ class _Lowerer:
         if fn == "div":
             return args[0] / args[1]
         if fn == "pow":
-            return args[0] ** args[1]
+            # A parameter exponent gets a derivative that is finite at a zero base (P.SafePow).
+            return P.SafePow(args[0], args[1])
         if fn == "neg":
             return -args[0]
         if fn in _RELATIONS:

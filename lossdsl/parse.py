@@ -103,6 +103,9 @@ def _parser() -> Lark:
         propagate_positions=True,
         postlex=_BracketNewlines(),
         maybe_placeholders=True,
+        # Building the LALR tables costs ~0.2 s; Lark keeps them in a temporary-dir cache file
+        # keyed by the grammar text and its own version.
+        cache=True,
     )
 
 

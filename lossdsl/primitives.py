@@ -253,8 +253,9 @@ class StopGradient(_Elementwise):
         return sp.S.Zero
 
 
-# torch's binary_cross_entropy_backward divides by max(p (1 - p), 1e-12).
-_BCE_EPS = sp.Rational(1, 10**12)
+# torch's binary_cross_entropy_backward divides by max(p (1 - p), EPSILON) with EPSILON the
+# float32 1e-12 (9.999999960041972e-13): that exact value keeps the 1e12-sized gradients equal.
+_BCE_EPS = sp.Rational(9.999999960041972e-13)
 
 
 class BinaryCrossEntropy(sp.Function):
@@ -284,6 +285,33 @@ class BinaryCrossEntropy(sp.Function):
         return None
 
 
+class SafePow(sp.Function):
+    """x^g for a non-numeric exponent g (a parameter such as focal's gamma).
+
+    SymPy differentiates x**g into g*x**g/x, which is 0/0 at x = 0 (a well-classified sample of
+    a focal loss). The derivative here is g*x^(g-1), and 0 when g = 0 (torch's pow backward).
+    """
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, x: Any, g: Any) -> Any:
+        if g.is_Number:
+            return x**g
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        x, g = self.args
+        if argindex == 1:
+            return Where(sp.Eq(g, 0), sp.S.Zero, g * SafePow(x, g - 1))
+        if argindex == 2:
+            return Where(sp.Eq(x, 0), sp.S.Zero, SafePow(x, g) * sp.log(x))
+        raise ArgumentIndexError(self, argindex)
+
+    def _eval_is_real(self) -> bool | None:
+        return None
+
+
 # Every primitive a printer must map; `test_target_coverage` checks each target against it.
 PRIMITIVES: tuple[type[sp.Function], ...] = (
     Where,
@@ -301,6 +329,7 @@ PRIMITIVES: tuple[type[sp.Function], ...] = (
     Minimum,
     StopGradient,
     BinaryCrossEntropy,
+    SafePow,
 )
 
 

@@ -9,6 +9,7 @@ source file never needs to be regenerated (it is the derivation cache, too).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -42,8 +43,20 @@ def cache_dir() -> Path:
 def cache_key(fingerprint: str, target: str) -> str:
     from lossdsl import __version__
 
-    text = "\n".join([fingerprint, target, __version__, CODEGEN_VERSION, numba.__version__])
-    return hashlib.sha256(text.encode()).hexdigest()
+    parts = [fingerprint, target, __version__, CODEGEN_VERSION, _code_digest(), numba.__version__]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@functools.cache
+def _code_digest() -> str:
+    """A digest of lossdsl's own source: generated code depends on every stage, so an edited
+    stage (a development checkout, an upgrade without a version bump) never reuses old files."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.lark")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def module_path(key: str) -> Path:

@@ -24,9 +24,9 @@ REDUCTIONS = ("mean", "sum", "none")
 Inputs = tuple[np.ndarray, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Oracle:
-    """How to check one spec against its framework definition."""
+    """How to check one spec against its framework definition (hashed by identity)."""
 
     spec: str
     source: str
@@ -566,10 +566,10 @@ def _small_labels(rng: np.random.Generator) -> dict[str, Inputs]:
 
 
 def _signed(rng: np.random.Generator) -> dict[str, Inputs]:
-    p, t = _normal(rng, N, scale=2.0), _pm1(rng, N)
+    p, t = _normal(rng, N, scale=2.0), _pm1(rng, N).astype(np.float64)
     return {
         "typical": (p, t),
-        "kinks": (np.array([1.0, -1.0, 0.5, -0.5]), np.array([1, -1, 1, -1], dtype=np.int64)),
+        "kinks": (np.array([1.0, -1.0, 0.5, -0.5]), np.array([1.0, -1.0, 2.0, -2.0])),
         "batch_of_one": (p[:1], t[:1]),
     }
 
@@ -588,10 +588,10 @@ def _margins(rng: np.random.Generator) -> dict[str, Inputs]:
 
 
 def _ranking(rng: np.random.Generator) -> dict[str, Inputs]:
-    a, b, t = _normal(rng, N), _normal(rng, N), _pm1(rng, N)
+    a, b, t = _normal(rng, N), _normal(rng, N), _pm1(rng, N).astype(np.float64)
     return {
         "typical": (a, b, t),
-        "ties": (np.array([1.0, 2.0, 0.5]), np.array([1.0, 2.0, 0.5]), np.array([1, -1, 1])),
+        "ties": (np.array([1.0, 2.0, 0.5]), np.array([1.0, 2.0, 0.5]), np.array([1.0, -1.0, 1.0])),
         "batch_of_one": (a[:1], b[:1], t[:1]),
     }
 

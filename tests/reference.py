@@ -24,7 +24,13 @@ def reference_value(
     sample_weight: np.ndarray | None = None,
 ) -> Any:
     """The reduced loss (or per-sample losses for 'none') in float64."""
-    values = {("input", i.name): np.asarray(inputs[i.name], np.float64) for i in loss.inputs}
+    # Per-sample values carry a trailing axis of length 1, so they broadcast against the axis.
+    values: dict[tuple[str, str], Any] = {
+        ("input", i.name): np.asarray(inputs[i.name], np.float64)[..., None]
+        if i.axis is None
+        else np.asarray(inputs[i.name], np.float64)
+        for i in loss.inputs
+    }
     given = dict(params or {})
     axis_len = next((np.shape(inputs[i.name])[-1] for i in loss.inputs if i.axis), None)
     for p in loss.params:
@@ -32,17 +38,14 @@ def reference_value(
         values[("param", p.name)] = v
     if loss.axis is not None:
         values[("axis", loss.axis)] = np.float64(axis_len)
+    batch = np.broadcast_shapes(
+        *(np.shape(inputs[i.name])[:-1] if i.axis else np.shape(inputs[i.name]) for i in loss.inputs)
+    )
+    values[("batch", "")] = batch
     with np.errstate(all="ignore"):
-        per_sample = _eval(loss.value, values)
+        per_sample = np.broadcast_to(_eval(loss.value, values), (*batch, 1))[..., 0]
         weight = _eval(loss.weight, values) if loss.weight is not None else 1.0
-        batch = np.broadcast_shapes(
-            *(
-                np.shape(inputs[i.name])[:-1] if i.axis else np.shape(inputs[i.name])
-                for i in loss.inputs
-            )
-        )
-        per_sample = np.broadcast_to(per_sample, batch)
-        w = np.broadcast_to(np.asarray(weight, np.float64), batch)
+        w = np.broadcast_to(np.asarray(weight, np.float64), (*batch, 1))[..., 0]
         if sample_weight is not None:
             w = w * np.broadcast_to(np.asarray(sample_weight, np.float64), batch)
         mode = reduction or loss.reduction
@@ -68,11 +71,12 @@ def _eval(e: ir.Expr, env: Mapping[tuple[str, str], Any]) -> Any:
     if isinstance(e, ir.Gather):
         x = _eval(e.arg, env)
         idx = np.asarray(_eval(e.index, env)).astype(np.int64)
-        x, idx = np.broadcast_arrays(x, idx[..., None])
+        x, idx = np.broadcast_arrays(x, idx)
         safe = np.clip(idx[..., :1], 0, x.shape[-1] - 1)
-        return np.take_along_axis(x, safe, axis=-1)[..., 0]
+        return np.take_along_axis(x, safe, axis=-1)
     if isinstance(e, ir.Total):
-        return np.sum(_eval(e.arg, env))
+        batch = env[("batch", "")]
+        return np.sum(np.broadcast_to(_eval(e.arg, env), (*batch, 1)))
     if isinstance(e, ir.Inline):
         inner: dict[tuple[str, str], Any] = {}
         for inp, arg in zip(e.loss.inputs, e.args, strict=True):
@@ -84,6 +88,7 @@ def _eval(e: ir.Expr, env: Mapping[tuple[str, str], Any]) -> Any:
             )
         if e.loss.axis is not None:
             inner[("axis", e.loss.axis)] = next(v for k, v in env.items() if k[0] == "axis")
+        inner[("batch", "")] = env[("batch", "")]
         return _eval(e.loss.value, inner)
     raise TypeError(type(e))
 
@@ -132,6 +137,11 @@ def _apply(fn: str, a: list[Any]) -> Any:
         "max": lambda: np.maximum(a[0], a[1]),
         "clip": lambda: np.minimum(np.maximum(a[0], a[1]), a[2]),
         "where": lambda: np.where(a[0], a[1], a[2]),
+        "stop_gradient": lambda: a[0],
+        "binary_xent": lambda: -(
+            a[1] * np.maximum(np.log(a[0]), -100.0)
+            + (1 - a[1]) * np.maximum(np.log1p(-a[0]), -100.0)
+        ),
     }
     if fn not in table:
         raise NotImplementedError(f"reference interpreter lacks '{fn}'")
@@ -142,19 +152,19 @@ def _axis(fn: str, x: Any, along: bool) -> Any:
     if not along:
         raise NotImplementedError("axis function of a per-sample value")
     if fn == "sum":
-        return x.sum(-1)
+        return x.sum(-1, keepdims=True)
     if fn == "mean":
-        return x.mean(-1)
+        return x.mean(-1, keepdims=True)
     if fn == "max":
-        return x.max(-1)
+        return x.max(-1, keepdims=True)
     if fn == "min":
-        return x.min(-1)
+        return x.min(-1, keepdims=True)
     if fn == "norm":
-        return np.sqrt((x * x).sum(-1))
+        return np.sqrt((x * x).sum(-1, keepdims=True))
     m = x.max(-1, keepdims=True)
     lse = m + np.log(np.exp(x - m).sum(-1, keepdims=True))
     if fn == "logsumexp":
-        return lse[..., 0]
+        return lse
     if fn == "log_softmax":
         return x - lse
     if fn == "softmax":

@@ -1,11 +1,22 @@
-"""Code generation targets, by name. Each target turns a `Derived` bundle into module text."""
+"""Code generation targets, by name. Each target turns a `Derived` bundle into module text.
+
+The table names each target's module; `TARGETS` (name -> generate function) imports them on
+first use, so loading cached kernels never imports SymPy.
+"""
 
 from __future__ import annotations
 
-from lossdsl.codegen import cpu, cuda
-from lossdsl.codegen.base import GenerateFn
+import importlib
+from typing import Any
 
-TARGETS: dict[str, GenerateFn] = {
-    cpu.NAME: cpu.generate,
-    cuda.NAME: cuda.generate,
+# Target name -> module defining NAME, FUNCTIONS and generate(derived).
+MODULES: dict[str, str] = {
+    "cpu": "lossdsl.codegen.cpu",
+    "cuda": "lossdsl.codegen.cuda",
 }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TARGETS":
+        return {target: importlib.import_module(mod).generate for target, mod in MODULES.items()}
+    raise AttributeError(f"module 'lossdsl.codegen' has no attribute {name!r}")

@@ -21,10 +21,9 @@ from sympy.printing.pycode import PythonCodePrinter
 from lossdsl import primitives as P
 from lossdsl.aggregates import BATCH_OPS, Quantity
 from lossdsl.derive import COEF, Derived
+from lossdsl.codegen.names import DTYPES, MODES, entry_name
 from lossdsl.errors import UnsupportedError
 
-DTYPES = ("f32", "f64")
-MODES = ("value", "grad", "hess")
 _RESERVED = {
     "math", "np", "numba", "cuda", "prange", "range", "min", "max", "abs", "int", "float",
     "len", "bool", "print", "True", "False", "None", "e", "pi", "inf",
@@ -46,10 +45,6 @@ def user_name(name: str) -> str:
     if keyword.iskeyword(name) or name in _RESERVED:
         return f"_u_{name}"
     return name
-
-
-def entry_name(mode: str, dtype: str, parallel: bool) -> str:
-    return f"{mode}_{dtype}" + ("" if parallel else "_serial")
 
 
 def literal(value: Any, dtype: str) -> str:
@@ -202,6 +197,7 @@ class BodyEmitter:
         self.layout = layout
         self.printer = KernelPrinter(dtype, functions, target)
         self.quantities = {q.symbol: q for q in derived.quantities}
+        self.argmax_of = {q.index: q for q in derived.quantities if q.op == "argmax"}
         self.elements = self.lowered.element_symbols
         self.index = self.lowered.index
         self._temps = 0
@@ -244,6 +240,9 @@ class BodyEmitter:
         """Row pass in which `q` is known: sums/maxes need one pass past their inputs."""
         if q.op in BATCH_OPS:
             return 0
+        if q.op == "argmax":
+            assert isinstance(q.index, sp.Symbol)
+            return self.level(self.quantities[q.index])  # found in its maximum's pass
         if q.symbol not in self._levels:
             deps = q.expr.free_symbols | (q.index.free_symbols if q.index is not None else set())
             base = max(
@@ -287,7 +286,10 @@ class BodyEmitter:
                 else:
                     lines.append(f"{indent}{self.name(s)} = {array}[{lay.sample}, {pos}]")
             elif s in self.lowered.inputs.values():
-                lines.append(f"{indent}{self.name(s)} = {array}[{lay.sample}]")
+                value = f"{array}[{lay.sample}]"
+                # Labels join float32 arithmetic as float32 (exact below 2^24); an int64 would
+                # promote the whole expression to float64.
+                lines.append(f"{indent}{self.name(s)} = {self.cast(value) if s.is_integer else value}")
         return lines
 
     def hoist(self, exprs: Sequence[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
@@ -327,6 +329,12 @@ class BodyEmitter:
             for q in self.quantity_closure(exprs)
             if q.op not in BATCH_OPS and q.symbol not in done
         ]
+        # A maximum's argmax is tracked in the maximum's own pass, always together.
+        needed += [
+            a
+            for q in needed
+            if (a := self.argmax_of.get(q.symbol)) is not None and a not in needed
+        ]
         if not needed:
             return []
         first_gather = not any(
@@ -351,17 +359,24 @@ class BodyEmitter:
     def row_pass(self, qs: Sequence[Quantity], indent: str) -> list[str]:
         """One loop over the row accumulating sums and maxima (float64 sums, NaN-sticky max)."""
         inner = indent + "    "
+        qs = [q for q in qs if q.op != "argmax"]  # tracked beside their maxima below
+        argmax = {q.symbol: a for q in qs if (a := self.argmax_of.get(q.symbol)) is not None}
         defs, exprs = self.hoist([q.expr for q in qs])
         lines = self.assign([(self.name(s), e) for s, e in defs], indent)
         acc = {q.symbol: f"_s{q.symbol.name[2:]}" for q in qs}
         for q in qs:
             lines += self.acc_init(q, acc[q.symbol], indent)
+        lines += [f"{indent}{self.name(a.symbol)} = 0" for a in argmax.values()]
         lines.append(f"{indent}{self.element_loop()}")
         used = set().union(*(e.free_symbols for e in exprs))
         lines += self.loads(used & self.elements, inner)
         values = [(f"_v{q.symbol.name[2:]}", e) for q, e in zip(qs, exprs, strict=True)]
         lines += self.assign(values, inner)
         for q, (v, _) in zip(qs, values, strict=True):
+            if q.symbol in argmax:
+                # Strictly greater than the running maximum: the first maximal position wins.
+                a = self.name(argmax[q.symbol].symbol)
+                lines.append(f"{inner}{a} = {self.layout.element} if {v} > {acc[q.symbol]} else {a}")
             lines += self.acc_update(q, acc[q.symbol], v, inner)
         lines += self.combine(qs, acc, indent)
         for q in qs:
@@ -421,3 +436,4 @@ def coef_symbol() -> sp.Symbol:
 
 
 GenerateFn = Callable[[Derived], KernelSource]
+__all__ = ["DTYPES", "MODES", "GenerateFn", "KernelSource", "entry_name"]

@@ -51,6 +51,7 @@ FUNCTIONS: dict[str, str] = {
     "Minimum": "_minimum({0}, {1})",
     "StopGradient": "({0})",
     "BinaryCrossEntropy": "_bce_{s}({0}, {1}, {2})",
+    "SafePow": "(({0})**({1}))",
 }
 
 _HEADER = '''\
@@ -67,8 +68,8 @@ _INLINE = dict(cache=True, error_model="numpy", nogil=True, inline="always")
 # Only reduction adds carry `reassoc`: LLVM may then keep several partial sums in vector lanes.
 # The order still depends only on the loop bounds (fixed blocks), never on the thread count.
 _REASSOC = dict(cache=True, error_model="numpy", nogil=True, fastmath={{"reassoc"}})
-# A max that may ignore NaN (callers track NaN separately): lets LLVM vectorise the row max.
-_NNAN = dict(cache=True, error_model="numpy", nogil=True, fastmath={{"nnan", "nsz"}})
+# Polynomials may fuse multiply-adds (one rounding instead of two: never less accurate).
+_POLY = dict(cache=True, error_model="numpy", nogil=True, fastmath={{"contract"}})
 
 
 def _bitcast(src, dst):
@@ -91,13 +92,28 @@ _f64_bits = _bitcast(types.float64, types.int64)
 _bits_f64 = _bitcast(types.int64, types.float64)
 
 
+@numba.njit(**_POLY)
+def _log_tail_f64(f, s, dk):
+    # fdlibm's __ieee754_log after the reduction (|error| < 1 ulp).
+    z = s * s
+    w = z * z
+    r = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
+        + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)))
+    r += w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
+        + w * 1.531383769920937332e-01))
+    hfsq = 0.5 * f * f
+    return s * (hfsq + r) + dk * 1.9082149292705877e-10 - hfsq + f + dk * 0.6931471803691238
+
+
 @numba.njit(**_REASSOC)
 def _radd(a, b):
     return a + b
 
 
-@numba.njit(**_NNAN)
+@numba.njit(**_JIT)
 def _rmax(a, b):
+    # NaN-blind here; callers track NaN in a flag. (An `nnan` flag would vectorise this, but
+    # lets LLVM assume the operands are not NaN and fold the flag away.)
     return a if a > b else b
 
 
@@ -123,7 +139,7 @@ def _pow2_{s}(k):
     return _bits_{s}({itype}(({itype}(np.int32(k)) + {itype}({bias})) << {itype}({mant})))
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_POLY)
 def _exp_{s}(x):
     # Clamp so 2^k stays representable as two factors: below the clamp exp underflows to 0,
     # above it overflows to inf, exactly as the true result rounds.
@@ -138,37 +154,33 @@ def _exp_{s}(x):
     return x if x != x else y
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_POLY)
 def _log_{s}(x):
-    # Subnormals are scaled into the normal range first; then x = 2^k * m, m in [sqrt(1/2), sqrt(2)).
+    # Subnormals are scaled into the normal range first; then x = 2^k m, m in [sqrt(1/2), sqrt(2)).
     tiny = x < {tiny}
     xs = x * {two_mant} if tiny else x
     ix = np.int64(_{s}_bits(xs)) + np.int64({shift_m})
     k = (ix >> np.int64({mant})) - np.int64({bias}) - (np.int64({mant}) if tiny else np.int64(0))
     m = _bits_{s}({itype}((ix & np.int64({mmask})) + np.int64({sqrt_half_bits})))
     f = m - {one}
-    s_ = f / ({two} + f)
-    z = s_ * s_
-    w = z * z
-    r = {log_poly}
-    hfsq = {half} * f * f
     dk = {ftype}(k)
-    y = s_ * (hfsq + r) + dk * {ln2lo} - hfsq + f + dk * {ln2hi}
+    y = {log_core}
     # Special values: log(0) = -inf, log(x<0) = nan, log(inf) = inf, nan stays nan.
     y = -np.inf if x == {zero} else y
     y = np.nan if x < {zero} else y
     return x if (x == np.inf) | (x != x) else y
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_POLY)
 def _log1p_{s}(x):
-    # log(u) with u = 1 + x rounded, corrected by the rounding error of u (Goldberg):
-    # accurate for tiny x, where log(1 + x) alone would lose every digit.
+    # log(u) for u = 1 + x rounded, plus the rounding error c of u, relative to u: keeps full
+    # accuracy for tiny x, where log(1 + x) alone would lose every digit. Each form of c is
+    # exact in its range (Sterbenz).
     u = {one} + x
-    d = u - {one}
-    y = _log_{s}(u) * (x / d)
-    y = x if d == {zero} else y
-    return y if u != np.inf else u
+    c = (x - (u - {one})) if x < {one} else ({one} - (u - x))
+    lu = _log_{s}(u)
+    # At u = 0 (x = -1) or u = inf the correction would be 0/0 or inf/inf: log(u) is exact.
+    return lu + c / u if (u != np.inf) & (u != {zero}) else lu
 '''
 
 _FAST_CONSTANTS = {
@@ -184,9 +196,14 @@ _FAST_CONSTANTS = {
             " + np.float32(1.6666665459e-1)) * r + np.float32(5.0000001201e-1)) * (r * r)"
             " + r + np.float32(1.0))"
         ),
-        log_poly=(
-            "z * (np.float32(0.66666662693) + w * np.float32(0.28498786688))"
-            " + w * (np.float32(0.40000972152) + w * np.float32(0.24279078841))"
+        # Cephes logf: a degree-9 polynomial in f = m - 1, no division.
+        log_core=(
+            "f + (((((((((np.float32(7.0376836292e-2) * f - np.float32(1.1514610310e-1)) * f"
+            " + np.float32(1.1676998740e-1)) * f - np.float32(1.2420140846e-1)) * f"
+            " + np.float32(1.4249322787e-1)) * f - np.float32(1.6668057665e-1)) * f"
+            " + np.float32(2.0000714765e-1)) * f - np.float32(2.4999993993e-1)) * f"
+            " + np.float32(3.3333331174e-1)) * f * (f * f) - np.float32(0.5) * (f * f)"
+            " + dk * np.float32(-2.12194440e-4)) + dk * np.float32(0.693359375)"
         ),
     ),
     "f64": dict(
@@ -205,11 +222,9 @@ _FAST_CONSTANTS = {
             "0.008333333333333333) * r + 0.041666666666666664) * r + "
             "0.16666666666666666) * r + 0.5) * r + 1.0) * r + 1.0)"
         ),
-        log_poly=(
-            "z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01"
-            " + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)))"
-            " + w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01"
-            " + w * 1.531383769920937332e-01))"
+        # fdlibm log: s = f / (2 + f), log(1 + f) = 2 atanh(s), a degree-14 odd series in s.
+        log_core=(
+            "_log_tail_f64(f, f / (2.0 + f), dk)"
         ),
     ),
 }  # fmt: skip
@@ -425,7 +440,8 @@ class _Kernel:
                 out.append(f"    {em.name(lo.axis)} = {em.cast('_nc')}")
         for p in self.loss.params:
             if p.axis is None:
-                out.append(f"    {em.name(lo.params[p.name])} = _p_{p.name}")
+                value = em.cast(f"_p_{p.name}") if p.kind == "int" else f"_p_{p.name}"
+                out.append(f"    {em.name(lo.params[p.name])} = {value}")
         return out
 
     def _batch_scalars(self) -> list[str]:
@@ -438,7 +454,7 @@ class _Kernel:
         out += ["    for _b in range(_P0.shape[0]):"]
         out += [f"        _x{j} += _P0[_b, {j}]" for j in range(k + 1)]
         out += [f"    {em.name(q.symbol)} = {em.cast(f'_x{j}')}" for j, q in enumerate(self.totals)]
-        out += [f"    if _weighted and _P0.shape[0] > 0:", f"        _W = _x{k}"]
+        out += ["    if _weighted and _P0.shape[0] > 0:", f"        _W = _x{k}"]
         out += [
             "    _scale = 1.0 / _W if _mode == 0 else 1.0",
             f"    _scalef = {em.cast('_scale')}",
@@ -589,7 +605,8 @@ class _Kernel:
         zero = self.em.lit(0)
         for array, _, along in self._outputs():
             if along:
-                lines += [f"{indent}for _c in range(_nc):", f"{indent}    {array}[_iu, _c] = {zero}"]
+                lines.append(f"{indent}for _c in range(_nc):")
+                lines.append(f"{indent}    {array}[_iu, _c] = {zero}")
             else:
                 lines.append(f"{indent}{array}[_iu] = {zero}")
         return lines
@@ -617,6 +634,9 @@ class _Kernel:
         defs, hoisted = em.hoist([e for _, e in element])
         targets = scalar + [(em.name(s), e) for s, e in defs]
         lines = self._sample(targets, indent, done) if targets else []
+        # A row aggregate can stay a bare factor of an element expression (q * [c == label]);
+        # hoisting leaves it there, so compute any such aggregate the loop reads directly.
+        lines += em.row_block(hoisted, indent, done)
         if element:
             inner = indent + "    "
             lines.append(f"{indent}for _c in range(_nc):")

@@ -46,6 +46,7 @@ FUNCTIONS: dict[str, str] = {
     "Minimum": "_minimum({0}, {1})",
     "StopGradient": "({0})",
     "BinaryCrossEntropy": "_bce_{s}({0}, {1}, {2})",
+    "SafePow": "(({0})**({1}))",
 }
 
 _HEADER = '''\
@@ -326,7 +327,8 @@ class _Kernel:
                 out.append(f"    {em.name(lo.axis)} = {em.cast('_nc')}")
         for p in self.loss.params:
             if p.axis is None:
-                out.append(f"    {em.name(lo.params[p.name])} = _p_{p.name}")
+                value = em.cast(f"_p_{p.name}") if p.kind == "int" else f"_p_{p.name}"
+                out.append(f"    {em.name(lo.params[p.name])} = {value}")
         weighted = "True" if self.loss.weight is not None else "False"
         out += ["    _has_sw = _sw.shape[0] > 0", f"    _weighted = {weighted} or _has_sw"]
         return out
@@ -423,11 +425,12 @@ class _Kernel:
         defs, hoisted = em.hoist([e for _, e in element])
         temps = [(f"_d{j}", e) for j, (_, e) in enumerate(scalar)]
         lines = self._sample(temps + [(em.name(s), e) for s, e in defs], done)
+        # Hoisting can leave a row aggregate as a bare factor of an element expression.
+        lines += em.row_block(hoisted, "        ", done)
         zero = em.lit(0)
-        lines += [
-            f"        if _own:\n            {a}[_i] = _d{j} if _w != 0 else {zero}"
-            for j, (a, _) in enumerate(scalar)
-        ]
+        if scalar:
+            lines.append("        if _own:")
+            lines += [f"            {a}[_i] = _d{j} if _w != 0 else {zero}" for j, (a, _) in enumerate(scalar)]
         if element:
             inner = "                "
             used = set().union(*(e.free_symbols for e in hoisted))
