@@ -1,4 +1,5 @@
-"""The `lossdsl` command (also `python -m lossdsl`): list, check, show, run, fmt, catalog.
+"""The `lossdsl` command (also `python -m lossdsl`): list, check, show, run, precompile, fmt,
+catalog.
 
 Talks to the terminal and nothing else: every subcommand calls the public API. A
 `LossDSLError` is printed as the rendered message (file:line:col, the line, a caret, a hint)
@@ -66,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=10, help="length of the axis, if any")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.set_defaults(run=_run)
+
+    p = sub.add_parser("precompile", help="compile losses into the on-disk kernel cache")
+    p.add_argument("names", nargs="*", help="losses to compile (default: every registered one)")
+    p.set_defaults(run=_precompile)
 
     p = sub.add_parser("fmt", help="print spec files in canonical layout")
     p.add_argument("files", nargs="+", type=Path)
@@ -159,6 +164,14 @@ def _random_inputs(loss: api.Loss, batch: int, classes: int, dtype: np.dtype) ->
             low = high - 4.0
         out.append(rng.uniform(low, high, size=shape).astype(dtype))
     return out
+
+
+def _precompile(args: argparse.Namespace) -> int:
+    from lossdsl.precompile import precompile
+
+    spent = precompile(args.names or None, progress=True)
+    print(f"{len(spent)} losses in the cache ({sum(spent.values()):.1f} s)")
+    return 0
 
 
 def _fmt(args: argparse.Namespace) -> int:

@@ -26,6 +26,9 @@ _NAMES = {
     "Xlogy": "xlogy",
     "Maximum": "max",
     "Minimum": "min",
+    "StopGradient": "stop_gradient",
+    "BinaryCrossEntropy": "binary_xent",
+    "SafePow": "pow",
 }
 
 

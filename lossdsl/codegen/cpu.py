@@ -51,7 +51,7 @@ FUNCTIONS: dict[str, str] = {
     "Minimum": "_minimum({0}, {1})",
     "StopGradient": "({0})",
     "BinaryCrossEntropy": "_bce_{s}({0}, {1}, {2})",
-    "SafePow": "(({0})**({1}))",
+    "SafePow": "_pow_{s}({0}, {1})",
 }
 
 _HEADER = '''\
@@ -60,6 +60,7 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
@@ -72,24 +73,48 @@ _REASSOC = dict(cache=True, error_model="numpy", nogil=True, fastmath={{"reassoc
 _POLY = dict(cache=True, error_model="numpy", nogil=True, fastmath={{"contract"}})
 
 
-def _bitcast(src, dst):
+def _log_split(ftype, width, mant, bias, shift, mmask, half_bits):
+    # x = 2^k m, m in [sqrt(1/2), sqrt(2)), as (float k, m) for a positive normal x, in integer
+    # lanes as wide as the float: Numba's own integer arithmetic widens to int64, which halves
+    # the float32 vector width, and int64 -> float has no AVX2 instruction. k is converted by
+    # the magic-number trick (or-ing the biased exponent into the mantissa of 2^mant).
     @intrinsic
-    def cast(typingctx, x):
-        if x != src:
+    def split(typingctx, x):
+        if x != ftype:
             return None
 
         def codegen(context, builder, sig, args):
-            return builder.bitcast(args[0], context.get_value_type(dst))
+            it = ir.IntType(width)
+            ft = context.get_value_type(ftype)
+            ix = builder.add(builder.bitcast(args[0], it), it(shift))
+            e = builder.or_(builder.lshr(ix, it(mant)), it((bias + mant) << mant))
+            k = builder.fsub(builder.bitcast(e, ft), ft(float(2**mant + bias)))
+            m = builder.bitcast(builder.add(builder.and_(ix, it(mmask)), it(half_bits)), ft)
+            return context.make_tuple(builder, sig.return_type, (k, m))
 
-        return dst(src), codegen
+        return types.UniTuple(ftype, 2)(ftype), codegen
 
-    return cast
+    return split
 
 
-_f32_bits = _bitcast(types.float32, types.int32)
-_bits_f32 = _bitcast(types.int32, types.float32)
-_f64_bits = _bitcast(types.float64, types.int64)
-_bits_f64 = _bitcast(types.int64, types.float64)
+def _pow2(ftype, width, mant, bias):
+    # 2^k for an integral float k in [1 - bias, bias]: k + 2^mant + bias holds k + bias in its
+    # low mantissa bits, and a shift moves them into the exponent field (the magic-number
+    # trick, in lanes of the float's width: no float -> int conversion, no int64 lanes).
+    @intrinsic
+    def pow2(typingctx, k):
+        if k != ftype:
+            return None
+
+        def codegen(context, builder, sig, args):
+            it = ir.IntType(width)
+            ft = context.get_value_type(ftype)
+            kb = builder.bitcast(builder.fadd(args[0], ft(float(2**mant + bias))), it)
+            return builder.bitcast(builder.shl(kb, it(mant)), ft)
+
+        return ftype(ftype), codegen
+
+    return pow2
 
 
 @numba.njit(**_POLY)
@@ -127,20 +152,18 @@ def _minimum(a, b):
     return a if (a < b) | (a != a) else b
 '''
 
-# Branch-free exp/log/log1p per dtype (libm calls would stop LLVM from vectorising the loop;
-# Numba from PyPI has no SVML). Cephes/musl reductions and polynomials; the f32 forms stay
+# Branch-free exp/log/log1p/pow per dtype (libm calls would stop LLVM from vectorising the
+# loop; Numba from PyPI has no SVML). Cephes/musl reductions and polynomials; the f32 forms stay
 # within 2 ulp of float64 math (tests/test_perf_properties.py measures it), f64 within a few.
 _FASTMATH = '''
 
-@numba.njit(**_JIT)
-def _pow2_{s}(k):
-    # 2^k for an integral k in [-{bias}+1, {bias}], written straight into the exponent bits.
-    # (Through int32: a float -> int32 conversion vectorises on AVX2, float -> int64 does not.)
-    return _bits_{s}({itype}(({itype}(np.int32(k)) + {itype}({bias})) << {itype}({mant})))
+_log_split_{s} = _log_split({ftype}, {width}, {mant}, {bias}, {shift_m}, {mmask}, {sqrt_half_bits})
+_pow2_{s} = _pow2({ftype}, {width}, {mant}, {bias})
 
 
 @numba.njit(**_POLY)
-def _exp_{s}(x):
+def _exp_{s}(x_):
+    x = {npf}(x_)  # an int64 operand would otherwise make this float64 arithmetic
     # Clamp so 2^k stays representable as two factors: below the clamp exp underflows to 0,
     # above it overflows to inf, exactly as the true result rounds.
     xc = min(max(x, {lo}), {hi})
@@ -155,15 +178,14 @@ def _exp_{s}(x):
 
 
 @numba.njit(**_POLY)
-def _log_{s}(x):
+def _log_{s}(x_):
+    x = {npf}(x_)
     # Subnormals are scaled into the normal range first; then x = 2^k m, m in [sqrt(1/2), sqrt(2)).
     tiny = x < {tiny}
     xs = x * {two_mant} if tiny else x
-    ix = np.int64(_{s}_bits(xs)) + np.int64({shift_m})
-    k = (ix >> np.int64({mant})) - np.int64({bias}) - (np.int64({mant}) if tiny else np.int64(0))
-    m = _bits_{s}({itype}((ix & np.int64({mmask})) + np.int64({sqrt_half_bits})))
+    dk, m = _log_split_{s}(xs)
+    dk = dk - {mantf} if tiny else dk
     f = m - {one}
-    dk = {ftype}(k)
     y = {log_core}
     # Special values: log(0) = -inf, log(x<0) = nan, log(inf) = inf, nan stays nan.
     y = -np.inf if x == {zero} else y
@@ -181,14 +203,48 @@ def _log1p_{s}(x):
     lu = _log_{s}(u)
     # At u = 0 (x = -1) or u = inf the correction would be 0/0 or inf/inf: log(u) is exact.
     return lu + c / u if (u != np.inf) & (u != {zero}) else lu
+
+
+@numba.njit(**_POLY)
+def _log1p_unit_{s}(e):
+    # log1p(e) for e in [0, 1] (or NaN): the e = exp(-|x|) of softplus and its relatives.
+    # u = 1 + e lies in [1, 2], so the reduction is one exact halving past sqrt(2) (no bit
+    # tricks, no special values); c, the rounding error of u, is exact (Fast2Sum) and restores
+    # the digits of tiny e. c * (1 / u) rather than c / u: c is below half an ulp of u, so the
+    # extra rounding is invisible, and 1 / (1 + e) is shared with sigmoid after inlining.
+    u = {one} + e
+    c = e - (u - {one})
+    big = u > {sqrt2}
+    m = u * {half} if big else u
+    dk = {one} if big else {zero}
+    f = m - {one}
+    return {log_core} + c * ({one} / u)
+
+
+@numba.njit(**_POLY)
+def _pow_{s}(x_, g_):
+    # x^g as exp(g log|x|) (vectorises; libm pow does not), with C pow's special cases:
+    # g = 0 gives 1 for every x, x = +-0 gives 0 (g > 0) or inf (g < 0), and a negative x
+    # needs an integral g (odd g keeps the sign, as does -0); otherwise the result is NaN.
+    x, g = {npf}(x_), {npf}(g_)
+    a = abs(x)
+    y = _exp_{s}(g * _log_{s}(a))
+    y = ({zero} if g > {zero} else np.inf) if a == {zero} else y
+    whole = np.floor(g) == g
+    odd = whole & (np.floor(g * {half}) != g * {half})
+    neg = math.copysign({one}, x) < {zero}
+    y = np.nan if neg & (a != {zero}) & (not whole) else y
+    y = -y if neg & odd else y
+    return {one} if g == {zero} else y
 '''
 
 _FAST_CONSTANTS = {
     "f32": dict(
-        itype="np.int32", ftype="np.float32", bias="127", mant="23",
+        npf="np.float32", ftype="types.float32", width="32", bias="127", mant="23",
+        mantf="np.float32(23.0)",
         lo="np.float32(-104.0)", hi="np.float32(89.0)",
         tiny="np.float32(1.1754943508222875e-38)", two_mant="np.float32(8388608.0)",
-        shift_m=str(0x3F800000 - 0x3F3504F3), mmask=str(0x007FFFFF), sqrt_half_bits=str(0x3F3504F3),
+        shift_m=hex(0x3F800000 - 0x3F3504F3), mmask=hex(0x007FFFFF), sqrt_half_bits=hex(0x3F3504F3),
         ln2hi="np.float32(0.693359375)", ln2lo="np.float32(-0.00021219444)",
         exp_poly=(
             "((((((np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r"
@@ -207,11 +263,12 @@ _FAST_CONSTANTS = {
         ),
     ),
     "f64": dict(
-        itype="np.int64", ftype="np.float64", bias="1023", mant="52",
+        npf="np.float64", ftype="types.float64", width="64", bias="1023", mant="52",
+        mantf="52.0",
         lo="-746.0", hi="710.0",
         tiny="2.2250738585072014e-308", two_mant="4503599627370496.0",
-        shift_m=str((0x3FF00000 - 0x3FE6A09E) << 32), mmask=str(0x000FFFFFFFFFFFFF),
-        sqrt_half_bits=str(0x3FE6A09E << 32),
+        shift_m=hex((0x3FF00000 - 0x3FE6A09E) << 32), mmask=hex(0x000FFFFFFFFFFFFF),
+        sqrt_half_bits=hex(0x3FE6A09E << 32),
         ln2hi="0.6931471803691238", ln2lo="1.9082149292705877e-10",
         # Taylor terms 1/k! to degree 13: |r| <= ln2/2 leaves < 1e-17 truncation error.
         exp_poly=(
@@ -258,19 +315,19 @@ def _sigmoid_{s}(x):
 @numba.njit(**_INLINE)
 def _softplus_{s}(x):
     # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): finite for all finite x.
-    return (x if x > {zero} else {zero}) + math.log1p(math.exp(-abs(x)))
+    return (x if x > {zero} else {zero}) + _log1p_unit_{s}(math.exp(-abs(x)))
 
 
 @numba.njit(**_INLINE)
 def _log_sigmoid_{s}(x):
-    return (x if x < {zero} else {zero}) - math.log1p(math.exp(-abs(x)))
+    return (x if x < {zero} else {zero}) - _log1p_unit_{s}(math.exp(-abs(x)))
 
 
 @numba.njit(**_INLINE)
 def _logcosh_{s}(x):
     # log cosh x = |x| + log1p(e^-2|x|) - log 2: cosh itself overflows past |x| ~ 710.
     a = abs(x)
-    return a + math.log1p(math.exp({mtwo} * a)) - {ln2}
+    return a + _log1p_unit_{s}(math.exp({mtwo} * a)) - {ln2}
 
 
 @numba.njit(**_INLINE)
@@ -305,7 +362,7 @@ def generate(derived: Derived) -> KernelSource:
     for dtype in DTYPES:
         consts = {"s": dtype, "one": literal(1, dtype), "zero": literal(0, dtype)}
         consts.update(half=literal(0.5, dtype), two=literal(2, dtype))
-        consts.update(log2e=literal(1.4426950408889634, dtype))
+        consts.update(log2e=literal(1.4426950408889634, dtype), sqrt2=literal(2**0.5, dtype))
         fast = _FASTMATH.format(**consts, **_FAST_CONSTANTS[dtype])
         helpers = _HELPERS.format(
             **consts, mtwo=literal(-2, dtype), ln2=literal(0.6931471805599453, dtype)

@@ -168,25 +168,53 @@ class RowEmitter(BodyEmitter):
     def combine(
         self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
     ) -> list[str]:
-        self.columns = max(self.columns, len(qs))
-        cols = list(enumerate(qs))
-        lines = [f"{indent}_sh[_tid, {j}] = {acc[q.symbol]}" for j, q in cols]
+        # One shared column per accumulator, then one per argmax (a float64 holds it exactly).
+        cols = {q.symbol: j for j, q in enumerate(qs)}
+        args = {q.symbol: a for q in qs if (a := self.argmax_of.get(q.symbol)) is not None}
+        for k, s in enumerate(args):
+            cols[args[s].symbol] = len(qs) + k
+        self.columns = max(self.columns, len(cols))
+        own = {s: acc[s] for s in acc} | {a.symbol: self.name(a.symbol) for a in args.values()}
+        lines = [f"{indent}_sh[_tid, {j}] = {own[s]}" for s, j in cols.items()]
         lines += [f"{indent}cuda.syncthreads()", f"{indent}_o = _G // 2", f"{indent}while _o > 0:"]
         lines.append(f"{indent}    if _lane < _o:")
-        for j, q in cols:
-            mine, other = f"_sh[_tid, {j}]", f"_sh[_tid + _o, {j}]"
-            if q.op == "sum":
-                lines.append(f"{indent}        {mine} += {other}")
-            else:
-                lines.append(f"{indent}        {mine} = _maximum({mine}, {other})")
+        for q in qs:
+            lines += self._merge(q, cols, args, indent + "        ")
         lines += [f"{indent}    cuda.syncthreads()", f"{indent}    _o //= 2"]
-        for j, q in cols:
+        for s, j in cols.items():
             merged = f"_sh[_tid - _lane, {j}]"
-            # Maxima keep the kernel dtype (shared memory holds float64); sums stay float64.
-            lines.append(f"{indent}{acc[q.symbol]} = {merged if q.op == 'sum' else self.cast(merged)}")
+            # Sums stay float64; maxima return to the kernel dtype, positions to integers.
+            if s in self.quantities and self.quantities[s].op == "argmax":
+                merged = f"int({merged})"
+            elif self.quantities[s].op == "max":
+                merged = self.cast(merged)
+            lines.append(f"{indent}{own[s]} = {merged}")
         # Nobody may overwrite the row's slots before every lane has read them.
         lines.append(f"{indent}cuda.syncthreads()")
         return lines
+
+    def _merge(
+        self,
+        q: Quantity,
+        cols: Mapping[sp.Symbol, int],
+        args: Mapping[sp.Symbol, Quantity],
+        indent: str,
+    ) -> list[str]:
+        """Fold the partner lane's slot of `q` (and of its argmax) into this lane's."""
+        j = cols[q.symbol]
+        mine, other = f"_sh[_tid, {j}]", f"_sh[_tid + _o, {j}]"
+        if q.op == "sum":
+            return [f"{indent}{mine} += {other}"]
+        lines = []
+        if q.symbol in args:
+            # The first maximal position of the row: larger value, or equal and earlier.
+            k = cols[args[q.symbol].symbol]
+            at, other_at = f"_sh[_tid, {k}]", f"_sh[_tid + _o, {k}]"
+            lines += [
+                f"{indent}if {other} > {mine} or ({other} == {mine} and {other_at} < {at}):",
+                f"{indent}    {at} = {other_at}",
+            ]
+        return [*lines, f"{indent}{mine} = _maximum({mine}, {other})"]
 
 
 def generate(derived: Derived) -> KernelSource:
