@@ -253,7 +253,12 @@ def compile_times(name: str = "huber") -> dict[str, float]:
 
         def seconds(script: str) -> float:
             done = subprocess.run(
-                [sys.executable, script], env=env, capture_output=True, text=True, check=True, cwd=tmp
+                [sys.executable, script],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=tmp,
             )
             return float(done.stdout.split()[-1])
 
@@ -285,7 +290,8 @@ def small_overhead(rng: np.random.Generator) -> dict[str, float]:
 def markdown(report: dict[str, Any]) -> str:
     cols = ["lossdsl", "lossdsl_alloc", "numpy", "torch", "torch.compile", "jax.jit"]
     lines = [
-        f"Machine: {report['machine']}; threads {report['threads']}; triad {report['triad_gbs']:.1f} GB/s.",
+        f"Machine: {report['machine']}; threads {report['threads']}; "
+        f"triad {report['triad_gbs']:.1f} GB/s.",
         f"Command: `{report['command']}`. Medians of {report['rounds']} interleaved rounds, ms.",
         "",
         "| case | shape | dtype | "
@@ -302,14 +308,16 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['case']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | "
             + " | ".join(cells)
-            + f" | {r['gbs']:.1f} | {100 * r['gbs'] / report['triad_gbs']:.0f}% | {vs_best} | {vs_eager}"
+            + f" | {r['gbs']:.1f} | {100 * r['gbs'] / report['triad_gbs']:.0f}%"
+            + f" | {vs_best} | {vs_eager}"
             + f" | {r['peak_extra_bytes_out'] / 1024:.1f} KiB |"
         )
     c, s = report["compile"], report["small"]
     lines += [
         "",
         f"Compile (huber, new processes): cold {c['cold_s']:.2f} s; cached {c['warm_s']:.2f} s; "
-        f"numba import + one cached kernel {c['numba_floor_s']:.2f} s (over by {c['warm_over_floor_s']:.2f} s).",
+        f"numba import + one cached kernel {c['numba_floor_s']:.2f} s "
+        f"(over by {c['warm_over_floor_s']:.2f} s).",
         f"N = 1e4 huber value_and_grad: lossdsl {s['lossdsl_us']:.1f} us"
         + (f", torch eager {s['torch_us']:.1f} us" if "torch_us" in s else "")
         + ".",
@@ -325,12 +333,24 @@ def main() -> None:
     big = 10**6 if opts.quick else 10**7
     rows = 1024 if opts.quick else 8192
     rng = np.random.default_rng(0)
-    cases = [("mse", big, np.float32), ("huber", big, np.float32), ("bce_with_logits", big, np.float32),
-             ("cross_entropy", rows, np.float32), ("sparse_cross_entropy", rows, np.float32),
-             ("huber", 10**4, np.float32), ("huber", 10**5, np.float32), ("huber", 10**6, np.float32),
-             ("huber", 10**6, np.float64), ("focal", 10**6, np.float64), ("dice", big, np.float32)]  # fmt: skip
+    cases = [
+        ("mse", big, np.float32),
+        ("huber", big, np.float32),
+        ("bce_with_logits", big, np.float32),
+        ("cross_entropy", rows, np.float32),
+        ("sparse_cross_entropy", rows, np.float32),
+        ("huber", 10**4, np.float32),
+        ("huber", 10**5, np.float32),
+        ("huber", 10**6, np.float32),
+        ("huber", 10**6, np.float64),
+        ("focal", 10**6, np.float64),
+        ("dice", big, np.float32),
+    ]
     report: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "machine": (
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{platform.system()}"
+        ),
         "threads": numba.get_num_threads(),
         "command": "python benchmarks/bench_cpu.py" + (" --quick" if opts.quick else ""),
         "rounds": rounds,

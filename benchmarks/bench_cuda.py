@@ -135,7 +135,9 @@ def seconds(impl: Impl, torch: Any, repeat: int) -> float:
     return (time.perf_counter() - start) / repeat
 
 
-def run_case(name: str, n: int, classes: int, torch: Any, rounds: int, repeat: int) -> dict[str, Any]:
+def run_case(
+    name: str, n: int, classes: int, torch: Any, rounds: int, repeat: int
+) -> dict[str, Any]:
     loss = lossdsl.get(name, target="cuda")
     args = to_device(host_inputs(loss, n, classes, np.random.default_rng(0)), torch)
     rows = n * (classes if loss.definition.axis else 1)
@@ -179,7 +181,8 @@ def markdown(report: dict[str, Any]) -> str:
     for c in report["cases"]:
         ms = [f"{c['ms'][k]:.3f}" if k in c["ms"] else "-" for k in cols]
         lines.append(
-            f"| {c['name']} | {c['elements']} | " + " | ".join(ms)
+            f"| {c['name']} | {c['elements']} | "
+            + " | ".join(ms)
             + f" | {c['gbs']['lossdsl']:.0f} | {c['fraction_of_copy']:.0%} |"
         )
     return "\n".join(lines) + "\n"
@@ -207,11 +210,19 @@ def main() -> int:
     device = "simulator" if simulated else cuda.get_current_device().name.decode()
     report: dict[str, Any] = {"device": device, "python": platform.python_version(), "cases": []}
     for name in args.names or lossdsl.available():
-        n = max(1, args.elements // args.classes) if lossdsl.get(name).definition.axis else args.elements
+        n = (
+            max(1, args.elements // args.classes)
+            if lossdsl.get(name).definition.axis
+            else args.elements
+        )
         case = run_case(name, n, args.classes, torch, rounds, repeat)
         report["cases"].append(case)
-        print(f"{name:24s} " + "  ".join(f"{k} {v:.3f} ms" for k, v in case["ms"].items())
-              + f"  ({case['fraction_of_copy']:.0%} of copy)", flush=True)
+        print(
+            f"{name:24s} "
+            + "  ".join(f"{k} {v:.3f} ms" for k, v in case["ms"].items())
+            + f"  ({case['fraction_of_copy']:.0%} of copy)",
+            flush=True,
+        )
     if not simulated:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "cuda.json").write_text(json.dumps(report, indent=2))

@@ -124,7 +124,9 @@ class Aggregates:
         """expr = const + sum(coeff * part): parts depend on the element, coefficients do not."""
         if not self.element_dependent(expr):
             return expr, []
-        expanded = sp.expand_mul(expr)
+        # Only the top level: expanding inside a select's condition would re-round the operand
+        # of a tie test differently from the max it is compared with.
+        expanded = sp.expand_mul(expr, deep=False)
         if sp.count_ops(expanded) > _EXPAND_GROWTH * sp.count_ops(expr) + 8:
             expanded = expr
         const: sp.Expr = sp.S.Zero

@@ -163,10 +163,23 @@ class _Differ:
         return out
 
     def _max_jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
-        # The maximum's gradient flows to its first maximal element (torch.max(dim)): the
-        # derivative of max is that of a gather at the argmax.
-        at = Quantity(q.symbol, "gather", q.expr, self.table.argmax(q.symbol))
-        return self._gather_jacobian(at, x, full)
+        # Tied maxima share the gradient evenly (torch.amax, tf.reduce_max). The operand is
+        # re-evaluated by the same printed code as in the max's pass, so ties compare exactly;
+        # should rounding ever make a row miss its own maximum, the first argmax takes it all.
+        f = q.expr
+        hit = P.Where(sp.Eq(f, q.symbol), sp.S.One, sp.S.Zero)
+        ties = self.table.row_sum(hit)
+        first = P.Where(sp.Eq(self.lowered.index, self.table.argmax(q.symbol)), 1, 0)
+        w = P.Where(sp.StrictGreaterThan(ties, 0), hit / ties, first)
+        out = w * sp.diff(f, x) if x in self.elements else self.table.row_sum(w * sp.diff(f, x))
+        for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
+            df = sp.diff(f, q2)
+            if df == 0:
+                continue
+            j2 = self.jacobian(q2, x, full)
+            if j2 != 0:
+                out += self.table.row_sum(w * df) * j2
+        return out
 
     def _gather_jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
         f, index = q.expr, q.index

@@ -11,13 +11,14 @@ Device inputs are not broadcast or converted: same batch shape, C-contiguous, on
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lossdsl import api, codegen, runtime
+from lossdsl import api, runtime
 from lossdsl.codegen.names import entry_name
 from lossdsl.errors import SpecShapeError, UnsupportedError
 
@@ -89,12 +90,12 @@ def run(
             f"({sum(on_device)} of {len(given)} on the GPU)",
             hint="move every input (and sample_weight) to the same place",
         )
-    if not cuda.is_available():
+    if not cuda.is_available():  # type: ignore[no-untyped-call]
         raise UnsupportedError(
             "target 'cuda' needs a CUDA GPU and none is available",
             hint="use target='cpu', or set NUMBA_ENABLE_CUDASIM=1 to run the simulator",
         )
-    tuning = SIMULATOR if config.ENABLE_CUDASIM else GPU
+    tuning = SIMULATOR if getattr(config, "ENABLE_CUDASIM", False) else GPU
     if all(on_device) and given:
         call = _bind_device(loss, args, kw, reduction, weight)
         like = _allocator(given[0])
@@ -125,8 +126,7 @@ def _launch(
         value, bad = runtime.run_kernel(module, entry, args)
         if bad:
             raise SpecShapeError(
-                f"{bad} sample(s) have a label outside [0, {call.axis_len}) "
-                f"for loss '{loss.name}'",
+                f"{bad} sample(s) have a label outside [0, {call.axis_len}) for loss '{loss.name}'",
                 hint="labels index the class axis; mark ignored rows with a zero weight",
             )
     result = back(out).reshape(call.batch) if call.mode == 2 else call.dtype.type(value)
@@ -139,7 +139,9 @@ def _view(a: Any) -> Any:
     """A Numba view of a device array of any library (no copy)."""
     from numba import cuda
 
-    return a if getattr(a, "__cuda_ndarray__", False) else cuda.as_cuda_array(a)
+    if getattr(a, "__cuda_ndarray__", False):
+        return a
+    return cuda.as_cuda_array(a)  # type: ignore[no-untyped-call]
 
 
 def _allocator(example: Any) -> Any:
@@ -148,7 +150,7 @@ def _allocator(example: Any) -> Any:
 
     library = type(example).__module__.split(".")[0]
     if library == "torch":
-        import torch
+        torch = importlib.import_module("torch")
 
         def torch_empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
             kind = torch.float32 if dtype == np.float32 else torch.float64
@@ -156,7 +158,7 @@ def _allocator(example: Any) -> Any:
 
         return torch_empty
     if library == "cupy":
-        import cupy
+        cupy = importlib.import_module("cupy")
 
         return lambda shape, dtype: cupy.empty(shape, dtype)
     return lambda shape, dtype: cuda.device_array(shape, dtype)
@@ -229,8 +231,7 @@ def _check_kind(loss: Loss, inp: Any, a: Any, dtype: np.dtype[Any]) -> None:
     if not ok:
         want = "int32 or int64" if inp.kind == "int" else str(dtype)
         raise SpecShapeError(
-            f"device input '{inp.name}' of loss '{loss.name}' has dtype {a.dtype}; "
-            f"it needs {want}",
+            f"device input '{inp.name}' of loss '{loss.name}' has dtype {a.dtype}; it needs {want}",
             hint="device inputs are not converted: convert them before the call",
         )
 

@@ -135,11 +135,54 @@ def _radd(a, b):
     return a + b
 
 
-@numba.njit(**_JIT)
-def _rmax(a, b):
-    # NaN-blind here; callers track NaN in a flag. (An `nnan` flag would vectorise this, but
-    # lets LLVM assume the operands are not NaN and fold the flag away.)
-    return a if a > b else b
+def _flip(builder, i):
+    # Float bits <-> an integer key of the same order (non-NaN floats): a negative float's
+    # magnitude bits are flipped. The flip is its own inverse.
+    it = i.type
+    sign = builder.ashr(i, it(it.width - 1))
+    return builder.xor(i, builder.lshr(sign, it(1)))
+
+
+@intrinsic
+def _kmax(typingctx, k, v):
+    # Running row maximum of floats `v`, kept as integer keys (`_fkey`): an integer max
+    # reduction vectorises without fast-math flags, a float compare-and-select does not.
+    # NaN-blind as far as the callers care: they track NaN in a separate flag.
+    if not isinstance(v, types.Float) or not isinstance(k, types.Integer):
+        return None
+    if k.bitwidth != v.bitwidth:
+        return None
+
+    def codegen(context, builder, sig, args):
+        it = ir.IntType(k.bitwidth)
+        fn = builder.module.declare_intrinsic("llvm.smax", [it], ir.FunctionType(it, [it, it]))
+        return builder.call(fn, (args[0], _flip(builder, builder.bitcast(args[1], it))))
+
+    return k(k, v), codegen
+
+
+@intrinsic
+def _fkey(typingctx, v):
+    if not isinstance(v, types.Float):
+        return None
+    k = types.int32 if v.bitwidth == 32 else types.int64
+
+    def codegen(context, builder, sig, args):
+        return _flip(builder, builder.bitcast(args[0], ir.IntType(k.bitwidth)))
+
+    return k(v), codegen
+
+
+@intrinsic
+def _funkey(typingctx, k, like):
+    # The float of key `k`; `like` only names the float type.
+    if not isinstance(like, types.Float) or k.bitwidth != like.bitwidth:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(_flip(builder, args[0]), context.get_value_type(like))
+
+    return like(k, like), codegen
 
 
 @numba.njit(**_INLINE)
@@ -210,20 +253,22 @@ def _log1p_unit_{s}(e):
     # log1p(e) for e in [0, 1] (or NaN): the e = exp(-|x|) of softplus and its relatives.
     # u = 1 + e lies in [1, 2], so the reduction is one exact halving past sqrt(2) (no bit
     # tricks, no special values); c, the rounding error of u, is exact (Fast2Sum) and restores
-    # the digits of tiny e. c * (1 / u) rather than c / u: c is below half an ulp of u, so the
-    # extra rounding is invisible, and 1 / (1 + e) is shared with sigmoid after inlining.
+    # the digits of tiny e.
     u = {one} + e
     c = e - (u - {one})
     big = u > {sqrt2}
     m = u * {half} if big else u
     dk = {one} if big else {zero}
     f = m - {one}
-    return {log_core} + c * ({one} / u)
+    return {log_core} + c / u
 
 
-@numba.njit(**_POLY)
+# Inlined in Numba's IR: as a call, LLVM keeps this (large after its own inlining of exp and
+# log) out of line, and the kernel loop stops vectorising (10x slower in float64).
+@numba.njit(**_INLINE)
 def _pow_{s}(x_, g_):
-    # x^g as exp(g log|x|) (vectorises; libm pow does not), with C pow's special cases:
+    # x^g as exp(g log|x|) (vectorises; libm pow does not; error ~ |g log x| ulp), with C pow's
+    # special cases:
     # g = 0 gives 1 for every x, x = +-0 gives 0 (g > 0) or inf (g < 0), and a negative x
     # needs an integral g (odd g keeps the sign, as does -0); otherwise the result is NaN.
     x, g = {npf}(x_), {npf}(g_)
@@ -235,6 +280,10 @@ def _pow_{s}(x_, g_):
     neg = math.copysign({one}, x) < {zero}
     y = np.nan if neg & (a != {zero}) & (not whole) else y
     y = -y if neg & odd else y
+    # Exact squares and identities, as libm gives them (focal's default gamma = 2 and its
+    # derivative's gamma - 1 = 1).
+    y = x * x if g == {two} else y
+    y = x if g == {one} else y
     return {one} if g == {zero} else y
 '''
 
@@ -306,10 +355,10 @@ def _sign_{s}(x):
 
 @numba.njit(**_INLINE)
 def _sigmoid_{s}(x):
-    # exp(-|x|) never overflows; the two branches are the same function for either sign.
+    # exp(-|x|) never overflows; 1 / (1 + e) and e / (1 + e) are the same function for either
+    # sign. One division of a selected numerator: e * (1 / (1 + e)) would round twice (> 2 ulp).
     e = math.exp(-abs(x))
-    r = {one} / ({one} + e)
-    return r if x >= {zero} else e * r
+    return ({one} if x >= {zero} else e) / ({one} + e)
 
 
 @numba.njit(**_INLINE)
@@ -387,28 +436,43 @@ def generate(derived: Derived) -> KernelSource:
 
 
 class _CpuBody(BodyEmitter):
-    """Row accumulators that vectorise: reassociable sums, a NaN-blind max plus a NaN flag."""
+    """Row accumulators that vectorise: reassociable sums, an integer-key max plus a NaN flag.
+
+    A maximum whose argmax is tracked keeps a float compare-and-select (that row loop selects
+    an index, so it stays scalar either way).
+    """
 
     def acc_init(self, q: Quantity, acc: str, indent: str) -> list[str]:
         if q.op == "sum":
-            return [f"{indent}{acc} = {self.lit(0)}"]
-        return [f"{indent}{acc} = {self.lit(float('-inf'))}", f"{indent}{acc}n = False"]
+            # Row sums add in float64 even in float32 kernels: a float32 sum of C similar terms
+            # drifts by ~C/2 ulp (1e-5 relative at C = 10^4; tests/test_stability.py).
+            return [f"{indent}{acc} = 0.0"]
+        ninf = self.lit(float("-inf"))
+        if q.symbol in self.argmax_of:
+            return [f"{indent}{acc} = {ninf}", f"{indent}{acc}n = False"]
+        return [f"{indent}{acc}k = _fkey({ninf})", f"{indent}{acc}n = False"]
 
     def acc_update(self, q: Quantity, acc: str, v: str, indent: str) -> list[str]:
         if q.op == "sum":
-            return [f"{indent}{acc} = _radd({acc}, {v})"]
-        return [f"{indent}{acc} = _rmax({acc}, {v})", f"{indent}{acc}n = {acc}n | ({v} != {v})"]
+            return [f"{indent}{acc} = _radd({acc}, np.float64({v}))"]
+        nan = f"{indent}{acc}n = {acc}n | ({v} != {v})"
+        if q.symbol in self.argmax_of:
+            return [f"{indent}{acc} = {v} if {v} > {acc} else {acc}", nan]
+        return [f"{indent}{acc}k = _kmax({acc}k, {v})", nan]
 
     def combine(
         self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
     ) -> list[str]:
         # The max is NaN-sticky (as torch.amax): a NaN anywhere in the row makes it NaN.
         nan = self.lit(float("nan"))
-        return [
-            f"{indent}{acc[q.symbol]} = {nan} if {acc[q.symbol]}n else {acc[q.symbol]}"
-            for q in qs
-            if q.op == "max"
-        ]
+        lines = []
+        for q in qs:
+            if q.op != "max":
+                continue
+            a = acc[q.symbol]
+            best = a if q.symbol in self.argmax_of else f"_funkey({a}k, {self.lit(0)})"
+            lines.append(f"{indent}{a} = {nan} if {a}n else {best}")
+        return lines
 
     def assign(self, targets: Sequence[tuple[str, sp.Expr]], indent: str) -> list[str]:
         """As the base, but every `where` operand becomes a temporary first.
