@@ -16,8 +16,6 @@ from lossdsl.api import (
     load,
     register,
 )
-from lossdsl.precompile import precompile
-from lossdsl.penalty import Penalized
 from lossdsl.errors import (
     DerivationError,
     KernelCompileError,
@@ -29,6 +27,8 @@ from lossdsl.errors import (
     UnknownLossError,
     UnsupportedError,
 )
+from lossdsl.penalty import Penalized
+from lossdsl.precompile import precompile
 
 __all__ = [
     "DerivationError",

@@ -124,7 +124,8 @@ class Loss:
         """The generated kernel module."""
         from lossdsl.codegen import TARGETS
 
-        return TARGETS[self.target](self.derived()).text
+        text: str = TARGETS[self.target](self.derived()).text
+        return text
 
     @property
     def source_path(self) -> Path:
@@ -148,7 +149,9 @@ class Loss:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def __call__(self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any) -> Any:
+    def __call__(
+        self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any
+    ) -> Any:
         """The loss value: a scalar for mean/sum, per-sample values for reduction='none'."""
         return self._run("value", args, kw, reduction, sample_weight)[0]
 
@@ -545,9 +548,7 @@ def _param_value(p: ir.Param, value: Any, dtype: np.dtype[Any], axis_len: int) -
         if arr.ndim == 0:
             arr = np.full(axis_len, arr, dtype)
         if arr.shape != (axis_len,):
-            raise SpecShapeError(
-                f"parameter '{p.name}' needs shape ({axis_len},), got {arr.shape}"
-            )
+            raise SpecShapeError(f"parameter '{p.name}' needs shape ({axis_len},), got {arr.shape}")
         if p.domain is not None and not all(p.domain.contains(float(v)) for v in arr):
             raise SpecDomainError(
                 f"parameter '{p.name}' has values outside its domain {p.domain}", p.span
@@ -615,7 +616,7 @@ def available(task: str | None = None) -> list[str]:
     return [n for n in reg.names() if reg.definition(n).task == task]
 
 
-def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:  # noqa: A001
+def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
     """Compile spec text. With several losses in the text, `name` picks one (default: last)."""
     return _from_source(source, "<string>", name, target)
 
@@ -634,12 +635,14 @@ def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:
 def _from_source(source: str, file: str, name: str | None, target: str) -> Loss:
     losses = check_source(source, file)
     if not losses:
-        raise SpecShapeError(f"{file} defines no loss", hint="start one with: loss name(pred, target):")
-    chosen = losses[-1] if name is None else next((l for l in losses if l.name == name), None)
+        raise SpecShapeError(
+            f"{file} defines no loss", hint="start one with: loss name(pred, target):"
+        )
+    chosen = losses[-1] if name is None else next((d for d in losses if d.name == name), None)
     if chosen is None:
         raise UnknownLossError(
             f"{file} defines no loss named '{name}'",
-            hint=did_you_mean(name or "", [l.name for l in losses]),
+            hint=did_you_mean(name or "", [d.name for d in losses]),
         )
     return Loss(chosen, target)
 
@@ -668,4 +671,3 @@ def register(loss_or_path: Loss | str | Path, replace: bool = False) -> list[str
 
 def is_builtin(name: str) -> bool:
     return _registry().is_builtin(name)
-

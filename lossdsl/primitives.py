@@ -381,7 +381,7 @@ def stable_log(e: sp.Expr) -> sp.Expr:
     if isinstance(arg, Sigmoid):
         return LogSigmoid(arg.args[0])
     if isinstance(arg, sp.exp) and arg.args[0].is_real:
-        return arg.args[0]  # type: ignore[no-any-return]
+        return arg.args[0]
     if isinstance(arg, sp.cosh):
         return LogCosh(arg.args[0])
     if arg.is_Add:
@@ -395,5 +395,5 @@ def stable_log(e: sp.Expr) -> sp.Expr:
         # log of a product of positive factors: split, so log(softmax) becomes x - m - log(S).
         return sp.Add(*[stable_log(sp.log(f, evaluate=False)) for f in sp.Mul.make_args(arg)])
     if arg.is_Pow and arg.base.is_positive and arg.exp.is_real:
-        return arg.exp * stable_log(sp.log(arg.base, evaluate=False))  # type: ignore[no-any-return]
+        return arg.exp * stable_log(sp.log(arg.base, evaluate=False))
     return e

@@ -125,7 +125,7 @@ _WORKSPACE = threading.local()
 def _pool() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS)
+        _POOL = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     return _POOL
 
 

@@ -109,7 +109,7 @@ def _torch() -> Any:
 
 
 def _F() -> Any:
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
 
     return F
 
@@ -184,7 +184,7 @@ def _kl_div(p: Any, t: Any, reduction: str, log_target: int = 0) -> Any:
 
 
 def _kl_div_batchmean(p: Any, t: Any, reduction: str, log_target: int = 0) -> Any:
-    F = _F()  # noqa: N806
+    F = _F()
     if reduction == "none":
         return F.kl_div(p, t, reduction="none", log_target=bool(log_target)).sum(-1)
     torch_reduction = "batchmean" if reduction == "mean" else "sum"
@@ -257,7 +257,7 @@ def _nll(
 ) -> Any:
     # torch.nn.functional.nll_loss, plus the label-smoothing term exactly as torch's
     # cross_entropy adds it to the nll of its log-probabilities (aten cross_entropy_loss).
-    torch, F = _torch(), _F()  # noqa: N806
+    torch, F = _torch(), _F()
     w = _class_weight(weight, lp)
     nll = F.nll_loss(lp, y, weight=w, ignore_index=ignore_index, reduction=reduction)
     if label_smoothing == 0.0:
@@ -274,7 +274,7 @@ def _nll(
 
 def _sigmoid_focal(x: Any, t: Any, reduction: str, alpha: float = 0.25, gamma: float = 2.0) -> Any:
     # torchvision.ops.sigmoid_focal_loss, transcribed.
-    torch, F = _torch(), _F()  # noqa: N806
+    torch, F = _torch(), _F()
     p = torch.sigmoid(x)
     ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
     p_t = p * t + (1 - p) * (1 - t)
@@ -293,7 +293,7 @@ def _softmax_focal(x: Any, y: Any, reduction: str, alpha: float = 1.0, gamma: fl
 
 def _poly1(x: Any, y: Any, reduction: str, epsilon: float = 1.0) -> Any:
     # PolyLoss reference: cross_entropy + epsilon * (1 - p_t).
-    torch, F = _torch(), _F()  # noqa: N806
+    torch, F = _torch(), _F()
     pt = torch.softmax(x, -1).gather(-1, y[..., None])[..., 0]
     return _reduce(F.cross_entropy(x, y, reduction="none") + epsilon * (1 - pt), reduction)
 
@@ -430,7 +430,7 @@ def _gan_generator(fake: Any, reduction: str) -> Any:
 
 
 def _gan_discriminator(real: Any, fake: Any, reduction: str) -> Any:
-    torch, F = _torch(), _F()  # noqa: N806
+    torch, F = _torch(), _F()
     r = F.binary_cross_entropy_with_logits(real, torch.ones_like(real), reduction="none")
     f = F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake), reduction="none")
     return _reduce(r + f, reduction)
@@ -506,7 +506,10 @@ def _logits(rng: np.random.Generator) -> dict[str, Inputs]:
     return {
         "typical": (x, t),
         "soft_targets": (x, _prob(rng, N)),
-        "extreme": (np.array([1e4, -1e4, 1e4, -1e4, 40.0, -40.0]), np.array([1.0, 0, 0, 1, 0.3, 1])),
+        "extreme": (
+            np.array([1e4, -1e4, 1e4, -1e4, 40.0, -40.0]),
+            np.array([1.0, 0, 0, 1, 0.3, 1]),
+        ),
         "batch_of_one": (x[:1], t[:1]),
     }
 
@@ -666,81 +669,202 @@ ORACLES: tuple[Oracle, ...] = (
     Oracle("mse", "torch.nn.functional.mse_loss", _mse, _pair),
     Oracle("mae", "torch.nn.functional.l1_loss", _l1, _pair),
     Oracle("l1", "torch.nn.functional.l1_loss", _l1, _pair),
-    Oracle("huber", "torch.nn.functional.huber_loss", _huber, _huber_pair,
-           ({}, {"delta": 0.5}, {"delta": 2.0})),
-    Oracle("smooth_l1", "torch.nn.functional.smooth_l1_loss", _smooth_l1, _huber_pair,
-           ({}, {"beta": 0.5}, {"beta": 0.0})),
-    Oracle("rmse", "torch.sqrt(mse_loss)", _rmse,
-           lambda rng: {k: v for k, v in _pair(rng).items() if k != "zero_residual"}),
+    Oracle(
+        "huber",
+        "torch.nn.functional.huber_loss",
+        _huber,
+        _huber_pair,
+        ({}, {"delta": 0.5}, {"delta": 2.0}),
+    ),
+    Oracle(
+        "smooth_l1",
+        "torch.nn.functional.smooth_l1_loss",
+        _smooth_l1,
+        _huber_pair,
+        ({}, {"beta": 0.5}, {"beta": 0.0}),
+    ),
+    Oracle(
+        "rmse",
+        "torch.sqrt(mse_loss)",
+        _rmse,
+        lambda rng: {k: v for k, v in _pair(rng).items() if k != "zero_residual"},
+    ),
     Oracle("log_cosh", "keras.losses.log_cosh", _log_cosh, _pair),
-    Oracle("quantile", "tfa.losses.PinballLoss", _quantile, _pair,
-           ({}, {"q": 0.1}, {"q": 0.9})),
+    Oracle("quantile", "tfa.losses.PinballLoss", _quantile, _pair, ({}, {"q": 0.1}, {"q": 0.9})),
     Oracle("msle", "keras.losses.mean_squared_logarithmic_error", _msle, _positive_pair),
     Oracle("mape", "keras.losses.mean_absolute_percentage_error", _mape, _positive_pair),
-    Oracle("poisson_nll", "torch.nn.functional.poisson_nll_loss", _poisson_nll, _counts,
-           ({}, {"full": 1}, {"log_input": 0}, {"log_input": 0, "full": 1, "eps": 1e-4})),
-    Oracle("gaussian_nll", "torch.nn.functional.gaussian_nll_loss", _gaussian_nll, _gaussian,
-           ({}, {"full": 1}, {"eps": 1e-3})),
-    Oracle("kl_div", "torch.nn.functional.kl_div", _kl_div, _kl_flat,
-           ({}, {"log_target": 1})),
-    Oracle("kl_div_batchmean", "torch.nn.functional.kl_div(reduction='batchmean')",
-           _kl_div_batchmean, _kl, ({}, {"log_target": 1})),
-    Oracle("bce", "torch.nn.functional.binary_cross_entropy", _bce, _probs,
-           ({}, {"label_smoothing": 0.1})),
-    Oracle("bce_with_logits", "torch.nn.functional.binary_cross_entropy_with_logits",
-           _bce_with_logits, _logits,
-           ({}, {"pos_weight": 2.5}, {"label_smoothing": 0.2, "pos_weight": 0.5})),
-    Oracle("cross_entropy", "torch.nn.functional.cross_entropy (probabilities)",
-           _cross_entropy, _dense_classes,
-           ({}, {"label_smoothing": 0.1}, {"weight": _W4, "label_smoothing": 0.05}),
-           skip=frozenset({(2, "c10000")})),
-    Oracle("sparse_cross_entropy", "torch.nn.functional.cross_entropy (indices)",
-           _sparse_cross_entropy, _labels,
-           ({}, {"label_smoothing": 0.1}, {"weight": _W4 + 0.25, "label_smoothing": 0.2},
-            {"weight": _W4}, {"ignore_index": 2}),
-           skip=_skip_wide_and_ignored),
-    Oracle("nll", "torch.nn.functional.nll_loss", _nll, _labels_ls,
-           ({}, {"label_smoothing": 0.1}, {"weight": _W4 + 0.25, "label_smoothing": 0.2},
-            {"weight": _W4}, {"ignore_index": 2}),
-           skip=_skip_wide_and_ignored),
-    Oracle("sigmoid_focal", "torchvision.ops.sigmoid_focal_loss", _sigmoid_focal, _focal_logits,
-           ({}, {"alpha": -1.0}, {"gamma": 0.0}, {"alpha": 0.5, "gamma": 1.5})),
-    Oracle("softmax_focal", "kornia.losses.focal_loss", _softmax_focal, _small_labels,
-           ({}, {"alpha": 0.25, "gamma": 0.5}, {"gamma": 0.0})),
-    Oracle("poly1", "PolyLoss (Leng et al. 2022)", _poly1, _small_labels,
-           ({}, {"epsilon": -1.0}, {"epsilon": 5.0})),
+    Oracle(
+        "poisson_nll",
+        "torch.nn.functional.poisson_nll_loss",
+        _poisson_nll,
+        _counts,
+        ({}, {"full": 1}, {"log_input": 0}, {"log_input": 0, "full": 1, "eps": 1e-4}),
+    ),
+    Oracle(
+        "gaussian_nll",
+        "torch.nn.functional.gaussian_nll_loss",
+        _gaussian_nll,
+        _gaussian,
+        ({}, {"full": 1}, {"eps": 1e-3}),
+    ),
+    Oracle("kl_div", "torch.nn.functional.kl_div", _kl_div, _kl_flat, ({}, {"log_target": 1})),
+    Oracle(
+        "kl_div_batchmean",
+        "torch.nn.functional.kl_div(reduction='batchmean')",
+        _kl_div_batchmean,
+        _kl,
+        ({}, {"log_target": 1}),
+    ),
+    Oracle(
+        "bce",
+        "torch.nn.functional.binary_cross_entropy",
+        _bce,
+        _probs,
+        ({}, {"label_smoothing": 0.1}),
+    ),
+    Oracle(
+        "bce_with_logits",
+        "torch.nn.functional.binary_cross_entropy_with_logits",
+        _bce_with_logits,
+        _logits,
+        ({}, {"pos_weight": 2.5}, {"label_smoothing": 0.2, "pos_weight": 0.5}),
+    ),
+    Oracle(
+        "cross_entropy",
+        "torch.nn.functional.cross_entropy (probabilities)",
+        _cross_entropy,
+        _dense_classes,
+        ({}, {"label_smoothing": 0.1}, {"weight": _W4, "label_smoothing": 0.05}),
+        skip=frozenset({(2, "c10000")}),
+    ),
+    Oracle(
+        "sparse_cross_entropy",
+        "torch.nn.functional.cross_entropy (indices)",
+        _sparse_cross_entropy,
+        _labels,
+        (
+            {},
+            {"label_smoothing": 0.1},
+            {"weight": _W4 + 0.25, "label_smoothing": 0.2},
+            {"weight": _W4},
+            {"ignore_index": 2},
+        ),
+        skip=_skip_wide_and_ignored,
+    ),
+    Oracle(
+        "nll",
+        "torch.nn.functional.nll_loss",
+        _nll,
+        _labels_ls,
+        (
+            {},
+            {"label_smoothing": 0.1},
+            {"weight": _W4 + 0.25, "label_smoothing": 0.2},
+            {"weight": _W4},
+            {"ignore_index": 2},
+        ),
+        skip=_skip_wide_and_ignored,
+    ),
+    Oracle(
+        "sigmoid_focal",
+        "torchvision.ops.sigmoid_focal_loss",
+        _sigmoid_focal,
+        _focal_logits,
+        ({}, {"alpha": -1.0}, {"gamma": 0.0}, {"alpha": 0.5, "gamma": 1.5}),
+    ),
+    Oracle(
+        "softmax_focal",
+        "kornia.losses.focal_loss",
+        _softmax_focal,
+        _small_labels,
+        ({}, {"alpha": 0.25, "gamma": 0.5}, {"gamma": 0.0}),
+    ),
+    Oracle(
+        "poly1",
+        "PolyLoss (Leng et al. 2022)",
+        _poly1,
+        _small_labels,
+        ({}, {"epsilon": -1.0}, {"epsilon": 5.0}),
+    ),
     Oracle("hinge", "keras.losses.hinge", _hinge, _signed),
     Oracle("squared_hinge", "keras.losses.squared_hinge", _squared_hinge, _signed),
     Oracle("categorical_hinge", "keras.losses.categorical_hinge", _categorical_hinge, _categorical),
-    Oracle("multi_margin", "torch.nn.functional.multi_margin_loss", _multi_margin, _margins,
-           ({}, {"p": 2}, {"margin": 0.5, "weight": _W4 + 0.5}, {"p": 2, "weight": _W4})),
+    Oracle(
+        "multi_margin",
+        "torch.nn.functional.multi_margin_loss",
+        _multi_margin,
+        _margins,
+        ({}, {"p": 2}, {"margin": 0.5, "weight": _W4 + 0.5}, {"p": 2, "weight": _W4}),
+    ),
     Oracle("soft_margin", "torch.nn.functional.soft_margin_loss", _soft_margin, _signed),
-    Oracle("margin_ranking", "torch.nn.functional.margin_ranking_loss", _margin_ranking, _ranking,
-           ({}, {"margin": 0.5})),
-    Oracle("hinge_embedding", "torch.nn.functional.hinge_embedding_loss", _hinge_embedding,
-           _distances, ({}, {"margin": 0.5})),
-    Oracle("cosine_embedding", "torch.nn.functional.cosine_embedding_loss", _cosine_embedding,
-           _cosine_pairs, ({}, {"margin": 0.3}, {"margin": -0.5})),
-    Oracle("cosine_similarity", "keras.losses.cosine_similarity", _cosine_similarity,
-           _vector_pairs),
-    Oracle("pairwise_distance", "torch.nn.functional.pairwise_distance", _pairwise_distance,
-           _vector_pairs, ({}, {"p": 1.0}, {"p": 3.0, "eps": 0.0}),
-           skip=frozenset({(2, "zero_vectors")})),
-    Oracle("triplet_margin", "torch.nn.functional.triplet_margin_loss", _triplet_margin,
-           _triplets, ({}, {"swap": 1}, {"p": 1.0, "margin": 2.0}, {"p": 3.0, "swap": 1})),
+    Oracle(
+        "margin_ranking",
+        "torch.nn.functional.margin_ranking_loss",
+        _margin_ranking,
+        _ranking,
+        ({}, {"margin": 0.5}),
+    ),
+    Oracle(
+        "hinge_embedding",
+        "torch.nn.functional.hinge_embedding_loss",
+        _hinge_embedding,
+        _distances,
+        ({}, {"margin": 0.5}),
+    ),
+    Oracle(
+        "cosine_embedding",
+        "torch.nn.functional.cosine_embedding_loss",
+        _cosine_embedding,
+        _cosine_pairs,
+        ({}, {"margin": 0.3}, {"margin": -0.5}),
+    ),
+    Oracle(
+        "cosine_similarity", "keras.losses.cosine_similarity", _cosine_similarity, _vector_pairs
+    ),
+    Oracle(
+        "pairwise_distance",
+        "torch.nn.functional.pairwise_distance",
+        _pairwise_distance,
+        _vector_pairs,
+        ({}, {"p": 1.0}, {"p": 3.0, "eps": 0.0}),
+        skip=frozenset({(2, "zero_vectors")}),
+    ),
+    Oracle(
+        "triplet_margin",
+        "torch.nn.functional.triplet_margin_loss",
+        _triplet_margin,
+        _triplets,
+        ({}, {"swap": 1}, {"p": 1.0, "margin": 2.0}, {"p": 3.0, "swap": 1}),
+    ),
     Oracle("dice", "smp DiceLoss (one channel)", _dice, _masks, ({}, {"smooth": 0.0})),
-    Oracle("tversky", "smp TverskyLoss (one channel)", _tversky, _masks,
-           ({}, {"alpha": 0.3, "beta": 0.7}, {"smooth": 0.0, "alpha": 1.0, "beta": 1.0}),
-           skip=frozenset({(2, "empty_target")})),
+    Oracle(
+        "tversky",
+        "smp TverskyLoss (one channel)",
+        _tversky,
+        _masks,
+        ({}, {"alpha": 0.3, "beta": 0.7}, {"smooth": 0.0, "alpha": 1.0, "beta": 1.0}),
+        skip=frozenset({(2, "empty_target")}),
+    ),
     Oracle("jaccard", "smp JaccardLoss (one channel)", _jaccard, _masks, ({}, {"smooth": 0.5})),
-    Oracle("box_iou", "torchvision.ops.generalized_box_iou_loss", _box_iou, _box_pairs,
-           ({}, {"generalized": 0}, {"eps": 0.0}), skip=frozenset({(2, "disjoint")})),
+    Oracle(
+        "box_iou",
+        "torchvision.ops.generalized_box_iou_loss",
+        _box_iou,
+        _box_pairs,
+        ({}, {"generalized": 0}, {"eps": 0.0}),
+        skip=frozenset({(2, "disjoint")}),
+    ),
     Oracle("wasserstein", "WGAN critic (Arjovsky et al. 2017)", _wasserstein, _scores),
     Oracle("wasserstein_generator", "WGAN generator", _wasserstein_generator, _one_score),
-    Oracle("gan_generator", "binary_cross_entropy_with_logits(fake, 1)", _gan_generator,
-           _one_score),
-    Oracle("gan_discriminator", "bce_with_logits(real, 1) + bce_with_logits(fake, 0)",
-           _gan_discriminator, _scores),
+    Oracle(
+        "gan_generator", "binary_cross_entropy_with_logits(fake, 1)", _gan_generator, _one_score
+    ),
+    Oracle(
+        "gan_discriminator",
+        "bce_with_logits(real, 1) + bce_with_logits(fake, 0)",
+        _gan_discriminator,
+        _scores,
+    ),
 )
 
 BY_SPEC: dict[str, Oracle] = {o.spec: o for o in ORACLES}
@@ -748,8 +872,20 @@ BY_SPEC: dict[str, Oracle] = {o.spec: o for o in ORACLES}
 # torch's per-element `weight=` of the BCE losses is lossdsl's sample_weight; torch's mean
 # divides by the element count, the weighted mean by the weight sum, so only sum/none agree.
 WEIGHTED: tuple[Oracle, ...] = (
-    Oracle("bce", "binary_cross_entropy(weight=)", _bce, _probs, ({}, {"label_smoothing": 0.1}),
-           ("sum", "none")),
-    Oracle("bce_with_logits", "binary_cross_entropy_with_logits(weight=)", _bce_with_logits,
-           _logits, ({}, {"pos_weight": 3.0}), ("sum", "none")),
+    Oracle(
+        "bce",
+        "binary_cross_entropy(weight=)",
+        _bce,
+        _probs,
+        ({}, {"label_smoothing": 0.1}),
+        ("sum", "none"),
+    ),
+    Oracle(
+        "bce_with_logits",
+        "binary_cross_entropy_with_logits(weight=)",
+        _bce_with_logits,
+        _logits,
+        ({}, {"pos_weight": 3.0}),
+        ("sum", "none"),
+    ),
 )

@@ -39,7 +39,10 @@ def reference_value(
     if loss.axis is not None:
         values[("axis", loss.axis)] = np.float64(axis_len)
     batch = np.broadcast_shapes(
-        *(np.shape(inputs[i.name])[:-1] if i.axis else np.shape(inputs[i.name]) for i in loss.inputs)
+        *(
+            np.shape(inputs[i.name])[:-1] if i.axis else np.shape(inputs[i.name])
+            for i in loss.inputs
+        )
     )
     values[("batch", "")] = batch
     with np.errstate(all="ignore"):
@@ -138,9 +141,11 @@ def _apply(fn: str, a: list[Any]) -> Any:
         "clip": lambda: np.minimum(np.maximum(a[0], a[1]), a[2]),
         "where": lambda: np.where(a[0], a[1], a[2]),
         "stop_gradient": lambda: a[0],
-        "binary_xent": lambda: -(
-            a[1] * np.maximum(np.log(a[0]), -100.0)
-            + (1 - a[1]) * np.maximum(np.log1p(-a[0]), -100.0)
+        "binary_xent": lambda: (
+            -(
+                a[1] * np.maximum(np.log(a[0]), -100.0)
+                + (1 - a[1]) * np.maximum(np.log1p(-a[0]), -100.0)
+            )
         ),
     }
     if fn not in table:

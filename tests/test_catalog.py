@@ -115,7 +115,9 @@ def test_per_element_weight_matches_torch(
 @pytest.mark.parametrize("oracle", ORACLES, ids=lambda o: o.spec)
 def test_float32_matches_framework(oracle: Oracle) -> None:
     loss = lossdsl.get(oracle.spec)
-    as32 = tuple(a.astype(np.float32) if a.dtype.kind == "f" else a for a in _cases(oracle)["typical"])
+    as32 = tuple(
+        a.astype(np.float32) if a.dtype.kind == "f" else a for a in _cases(oracle)["typical"]
+    )
     value, grads = loss.value_and_grad(*as32)
     # The reference sees exactly the float32 inputs, in float64.
     up = tuple(a.astype(np.float64) if a.dtype.kind == "f" else a for a in as32)
@@ -230,7 +232,8 @@ def test_hyperparameter_grid_runs_without_recompiling(rng: np.random.Generator) 
             if info.kind == "real" and info.axis is None:
                 results[(name, info.name)] = float(loss(*args, **{info.name: info.default}))
     assert all(np.isfinite(v) for v in results.values())
-    assert ("huber", "delta") in results and ("quantile", "q") not in results
+    assert ("huber", "delta") in results
+    assert ("quantile", "q") not in results
 
 
 # -- the catalog page --------------------------------------------------------------------------

@@ -243,11 +243,13 @@ def test_naive_user_spec_is_rewritten_to_stable_form(dtype: type) -> None:
         (splus, _softplus(-_T * _X)),
     ):
         v, g = loss.value_and_grad(x, t, reduction="none")
-        assert np.all(np.isfinite(v)) and np.all(np.isfinite(g))
+        assert np.all(np.isfinite(v))
+        assert np.all(np.isfinite(g))
         np.testing.assert_allclose(v, expected, rtol=RTOL32 if dtype == np.float32 else 1e-10)
     q = np.full((3, 4), 0.25, dtype)
     v, g = ce.value_and_grad(_EXTREME_ROWS.astype(dtype), q, reduction="none")
-    assert np.all(np.isfinite(v)) and np.all(np.isfinite(g))
+    assert np.all(np.isfinite(v))
+    assert np.all(np.isfinite(g))
     np.testing.assert_allclose(v, -(q * _log_softmax(_EXTREME_ROWS)).sum(-1), rtol=RTOL32)
 
 

@@ -20,8 +20,8 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl import primitives as P
 from lossdsl.aggregates import BATCH_OPS, Quantity
-from lossdsl.derive import COEF, Derived
 from lossdsl.codegen.names import DTYPES, MODES, entry_name
+from lossdsl.derive import COEF, Derived
 from lossdsl.errors import UnsupportedError
 
 _RESERVED = {
@@ -59,7 +59,7 @@ def literal(value: Any, dtype: str) -> str:
     return text if dtype == "f64" else f"np.float32({text})"
 
 
-class KernelPrinter(PythonCodePrinter):  # type: ignore[misc]
+class KernelPrinter(PythonCodePrinter):
     """SymPy -> expression text for a Numba target, typed literals, primitive table."""
 
     def __init__(self, dtype: str, functions: Mapping[str, str], target: str) -> None:
@@ -289,10 +289,14 @@ class BodyEmitter:
                 value = f"{array}[{lay.sample}]"
                 # Labels join float32 arithmetic as float32 (exact below 2^24); an int64 would
                 # promote the whole expression to float64.
-                lines.append(f"{indent}{self.name(s)} = {self.cast(value) if s.is_integer else value}")
+                lines.append(
+                    f"{indent}{self.name(s)} = {self.cast(value) if s.is_integer else value}"
+                )
         return lines
 
-    def hoist(self, exprs: Sequence[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
+    def hoist(
+        self, exprs: Sequence[sp.Expr]
+    ) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
         """Replace element-independent subtrees by symbols computed once per sample."""
         defs: dict[sp.Expr, sp.Symbol] = {}
 
@@ -331,9 +335,7 @@ class BodyEmitter:
         ]
         # A maximum's argmax is tracked in the maximum's own pass, always together.
         needed += [
-            a
-            for q in needed
-            if (a := self.argmax_of.get(q.symbol)) is not None and a not in needed
+            a for q in needed if (a := self.argmax_of.get(q.symbol)) is not None and a not in needed
         ]
         if not needed:
             return []
@@ -375,19 +377,23 @@ class BodyEmitter:
         for q, (v, _) in zip(qs, values, strict=True):
             if q.symbol in argmax:
                 # Strictly greater than the running maximum: the first maximal position wins.
-                a = self.name(argmax[q.symbol].symbol)
-                lines.append(f"{inner}{a} = {self.layout.element} if {v} > {acc[q.symbol]} else {a}")
+                pos = self.name(argmax[q.symbol].symbol)
+                lines.append(
+                    f"{inner}{pos} = {self.layout.element} if {v} > {acc[q.symbol]} else {pos}"
+                )
             lines += self.acc_update(q, acc[q.symbol], v, inner)
         lines += self.combine(qs, acc, indent)
         for q in qs:
-            a, name = acc[q.symbol], self.name(q.symbol)
+            total, name = acc[q.symbol], self.name(q.symbol)
             if q.op == "sum":
-                lines.append(f"{indent}{name} = {self.cast(a)}")
+                lines.append(f"{indent}{name} = {self.cast(total)}")
             elif q.differentiable:
-                lines.append(f"{indent}{name} = {a}")
+                lines.append(f"{indent}{name} = {total}")
             else:
                 # A shift only selects a safe form: an infinite row max would make x - max NaN.
-                lines.append(f"{indent}{name} = {a} if abs({a}) < np.inf else {self.lit(0)}")
+                lines.append(
+                    f"{indent}{name} = {total} if abs({total}) < np.inf else {self.lit(0)}"
+                )
         return lines
 
     def acc_init(self, q: Quantity, acc: str, indent: str) -> list[str]:
