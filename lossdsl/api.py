@@ -410,7 +410,10 @@ def _bind(
     for inp in loss.inputs:
         a = arrays[inp.name]
         full = batch + ((axis_len,) if inp.axis else ())
-        flat.append(np.broadcast_to(a, full).reshape((n, axis_len) if inp.axis else (n,)))
+        # broadcast_to returns a read-only view, which Numba types differently from a writable
+        # array: use it only when broadcasting, so repeated calls reuse one compiled signature.
+        shaped = a if a.shape == full else np.broadcast_to(a, full)
+        flat.append(shaped.reshape((n, axis_len) if inp.axis else (n,)))
     try:
         params = [_param_value(p, kw.pop(p.name, p.default), dtype, axis_len) for p in loss.params]
     except SpecDomainError as exc:

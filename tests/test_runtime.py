@@ -97,3 +97,15 @@ def test_debug_env_prints_source_path(tmp_path: Path) -> None:
     assert "lossdsl: kernel module" in out.stderr
     assert str(tmp_path) in out.stderr
     assert "def grad_f64(" in out.stderr
+
+
+def test_repeated_calls_reuse_one_compiled_signature(rng: np.random.Generator) -> None:
+    # Regression: the first call passed read-only broadcast views, later ones writable arrays,
+    # which made Numba compile the kernel a second time on the second call.
+    loss = lossdsl.compile(
+        "loss ce_once(logits[C], target[C]):\n    return -sum[C](target * log_softmax[C](logits))\n"
+    )
+    x, t = rng.normal(size=(64, 5)), rng.uniform(size=(64, 5))
+    values = [loss.value_and_grad(x, t)[0] for _ in range(3)]
+    assert values[0] == values[1] == values[2]
+    assert len(loss._kernels().grad_f64.signatures) == 1
