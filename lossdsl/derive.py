@@ -13,6 +13,7 @@ Simplification is bounded: SymPy's automatic evaluation plus a size limit; CSE i
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sympy as sp
@@ -153,14 +154,7 @@ class _Differ:
         if q.op == "max":
             return self._max_jacobian(q, x, full)
         out = sp.diff(f, x) if x in self.elements else self.table.row_sum(sp.diff(f, x))
-        for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
-            df = sp.diff(f, q2)
-            if df == 0:
-                continue
-            j2 = self.jacobian(q2, x, full)
-            if j2 != 0:
-                out += self.table.row_sum(df) * j2
-        return out
+        return out + self._through(f, x, full, self.table.row_sum)
 
     def _max_jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
         # Tied maxima share the gradient evenly (torch.amax, tf.reduce_max). The operand is
@@ -172,14 +166,7 @@ class _Differ:
         first = P.Where(sp.Eq(self.lowered.index, self.table.argmax(q.symbol)), 1, 0)
         w = P.Where(sp.StrictGreaterThan(ties, 0), hit / ties, first)
         out = w * sp.diff(f, x) if x in self.elements else self.table.row_sum(w * sp.diff(f, x))
-        for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
-            df = sp.diff(f, q2)
-            if df == 0:
-                continue
-            j2 = self.jacobian(q2, x, full)
-            if j2 != 0:
-                out += self.table.row_sum(w * df) * j2
-        return out
+        return out + self._through(f, x, full, lambda df: self.table.row_sum(w * df))
 
     def _gather_jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
         f, index = q.expr, q.index
@@ -188,13 +175,24 @@ class _Differ:
             out = P.Where(sp.Eq(self.lowered.index, index), sp.diff(f, x), sp.S.Zero)
         else:
             out = self.table.gather(sp.diff(f, x), index)
+        return out + self._through(f, x, full, lambda df: self.table.gather(df, index))
+
+    def _through(
+        self, f: sp.Expr, x: sp.Symbol, full: bool, lift: Callable[[sp.Expr], sp.Expr]
+    ) -> sp.Expr:
+        """Chain rule through the quantities inside an aggregate's operand `f`.
+
+        `lift` turns the per-element partial df/dq2 into a per-sample value: a row sum for
+        sums and maxima, a read at the index for gathers.
+        """
+        out = sp.S.Zero
         for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
             df = sp.diff(f, q2)
             if df == 0:
                 continue
             j2 = self.jacobian(q2, x, full)
             if j2 != 0:
-                out += self.table.gather(df, index) * j2
+                out += lift(df) * j2
         return out
 
     def _adjoint_jacobian(self, q: Quantity, x: sp.Symbol) -> sp.Expr:
