@@ -9,6 +9,7 @@ on stderr with exit code 2; a traceback would be a bug in lossdsl.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LossDSLError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader (say `head`) closed the pipe: stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
         return 2
