@@ -34,7 +34,6 @@ class Quantity:
     differentiable: bool = True
 
 
-ROW_OPS = ("sum", "max", "argmax", "gather")
 BATCH_OPS = ("total", "adjoint")
 
 
@@ -78,14 +77,12 @@ class Aggregates:
         return self._new("max", expr, None, differentiable, False)
 
     def argmax(self, maximum: sp.Symbol) -> sp.Symbol:
-        """The position of a row maximum (first on ties), found in the maximum's own pass.
+        """The first position of a row maximum, found in the maximum's own pass.
 
-        Differentiating through the position rather than testing `x == max` afterwards keeps
-        the gradient exact even where the maximum's operand is re-evaluated differently.
+        The maximum's derivative falls back on it should a re-evaluated operand ever miss the
+        maximum it is compared with (see derive._max_jacobian).
         """
-        q = self.items[maximum]
-        symbol = self._new("argmax", q.expr, maximum, False, False)
-        return symbol
+        return self._new("argmax", self.items[maximum].expr, maximum, False, False)
 
     def gather(self, expr: sp.Expr, index: sp.Expr) -> sp.Expr:
         """`expr` evaluated at position `index`: each element symbol becomes its gathered load.

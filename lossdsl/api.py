@@ -268,7 +268,7 @@ class Loss:
         tail = (None if result is None else result.reshape(n), *flat)
         weighted = call.sw is not None or self.definition.weight is not None
         weighted_mean = call.mode == 0 and weighted
-        entry = entry_name(mode, call.dtag, True)
+        entry = entry_name(mode, call.dtag)
         value, bad = runtime.run_phases(
             self._kernels(), entry, head, tail, blocks, threads, weighted_mean
         )

@@ -120,7 +120,7 @@ def _launch(
     if call.n:
         module = loss._kernels()
         geom = geometry(call.n, call.axis_len, module.MAX_THREADS, tuning)
-        entry = entry_name(mode, call.dtag, True)
+        entry = entry_name(mode, call.dtag)
         args = (*call.arrays, *call.params, call.sw, call.mode, geom, _view(out))
         args += tuple(_view(a) for a in grads + hess)
         value, bad = runtime.run_kernel(module, entry, args)

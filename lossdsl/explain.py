@@ -7,6 +7,8 @@ language's own function names. Presentation only: nothing here feeds code genera
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
@@ -86,16 +88,10 @@ def explain(derived: Derived, latex: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _definitions(derived: Derived, show: object) -> list[str]:
+def _definitions(derived: Derived, render: Callable[[sp.Expr], str]) -> list[str]:
     axis = derived.lowered.loss.axis or "C"
     index = derived.lowered.index
-    used: set[sp.Symbol] = set()
-    for e in [derived.value, derived.weight, *(g for _, g in derived.grads)]:
-        used |= e.free_symbols
-    for _, h in derived.hessians:
-        used |= h.free_symbols
     out = []
-    render = show if callable(show) else _text
     for q in derived.quantities:
         name = q.symbol.name[1:]
         body = render(q.expr.subs(index, sp.Symbol("c")))
@@ -104,6 +100,8 @@ def _definitions(derived: Derived, show: object) -> list[str]:
         elif q.op == "max":
             note = "" if q.differentiable else "   (shift for stability; not differentiated)"
             out.append(f"{name} = max[{axis}]({body}){note}")
+        elif q.op == "argmax":
+            out.append(f"{name} = argmax[{axis}]({body})   (first maximal position)")
         elif q.op == "gather":
             out.append(f"{name} = ({body})[{render(q.index)}]")
         elif q.op == "total":

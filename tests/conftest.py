@@ -33,40 +33,35 @@ def assert_close(
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol)
 
 
-def fd_grad(f: Callable[[np.ndarray], float], x: np.ndarray, rel_step: float = 1e-6) -> np.ndarray:
-    """Central finite-difference gradient of a scalar function, step scaled to each entry."""
+def _central(
+    f_at: Callable[[np.ndarray, int], float], x: np.ndarray, rel_step: float
+) -> np.ndarray:
+    """Central differences along each coordinate k of `f_at(x, k)`, step scaled to x[k]."""
     x = np.array(x, dtype=np.float64)
-    g = np.empty_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
+    out = np.empty_like(x)
+    flat, oflat = x.reshape(-1), out.reshape(-1)
     for k in range(flat.size):
         h = rel_step * max(1.0, abs(flat[k]))
         old = flat[k]
         flat[k] = old + h
-        up = f(x)
+        up = f_at(x, k)
         flat[k] = old - h
-        down = f(x)
+        down = f_at(x, k)
         flat[k] = old
-        gflat[k] = (up - down) / (2 * h)
-    return g
+        oflat[k] = (up - down) / (2 * h)
+    return out
+
+
+def fd_grad(f: Callable[[np.ndarray], float], x: np.ndarray, rel_step: float = 1e-6) -> np.ndarray:
+    """Central finite-difference gradient of a scalar function."""
+    return _central(lambda z, k: f(z), x, rel_step)
 
 
 def fd_hess_diag(
     grad: Callable[[np.ndarray], np.ndarray], x: np.ndarray, rel_step: float = 1e-5
 ) -> np.ndarray:
     """Finite differences of the gradient along each coordinate: the Hessian diagonal."""
-    x = np.array(x, dtype=np.float64)
-    h_out = np.empty_like(x)
-    flat, hflat = x.reshape(-1), h_out.reshape(-1)
-    for k in range(flat.size):
-        h = rel_step * max(1.0, abs(flat[k]))
-        old = flat[k]
-        flat[k] = old + h
-        up = grad(x).reshape(-1)[k]
-        flat[k] = old - h
-        down = grad(x).reshape(-1)[k]
-        flat[k] = old
-        hflat[k] = (up - down) / (2 * h)
-    return h_out
+    return _central(lambda z, k: float(grad(z).reshape(-1)[k]), x, rel_step)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ gradient and Hessian. Output is text only: this package never imports numba.
 from __future__ import annotations
 
 import keyword
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,14 +20,85 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl import primitives as P
 from lossdsl.aggregates import BATCH_OPS, Quantity
-from lossdsl.codegen.names import DTYPES, MODES, entry_name
-from lossdsl.derive import COEF, Derived
+from lossdsl.derive import Derived
 from lossdsl.errors import UnsupportedError
 
 _RESERVED = {
     "math", "np", "numba", "cuda", "prange", "range", "min", "max", "abs", "int", "float",
     "len", "bool", "print", "True", "False", "None", "e", "pi", "inf",
 }  # fmt: skip
+
+
+# How the Numba targets print each primitive. A target copies this and overrides rows; the
+# `_name_{s}` helpers come from `SHARED_HELPERS` and the target's own helper templates.
+NUMBA_FUNCTIONS: dict[str, str] = {
+    "exp": "math.exp({0})",
+    "log": "math.log({0})",
+    "tanh": "math.tanh({0})",
+    "sinh": "math.sinh({0})",
+    "cosh": "math.cosh({0})",
+    "sin": "math.sin({0})",
+    "cos": "math.cos({0})",
+    "Abs": "abs({0})",
+    "Sign": "_sign_{s}({0})",
+    "Sigmoid": "_sigmoid_{s}({0})",
+    "Softplus": "_softplus_{s}({0})",
+    "LogSigmoid": "_log_sigmoid_{s}({0})",
+    "Log1p": "math.log1p({0})",
+    "Expm1": "math.expm1({0})",
+    "LogCosh": "_logcosh_{s}({0})",
+    "SafeSqrt": "math.sqrt({0})",
+    "Xlogy": "_xlogy_{s}({0}, {1})",
+    "Maximum": "_maximum({0}, {1})",
+    "Minimum": "_minimum({0}, {1})",
+    "StopGradient": "({0})",
+    "BinaryCrossEntropy": "_bce_{s}({0}, {1}, {2})",
+    "SafePow": "(({0})**({1}))",
+}
+
+# Helpers whose text is the same on every Numba target, once per dtype (`{jit}` is the target's
+# decorator; the literals keep the kernel's precision).
+SHARED_HELPERS = """
+
+{jit}
+def _sign_{s}(x):
+    return {one} if x > {zero} else (-{one} if x < {zero} else x)
+
+
+{jit}
+def _sigmoid_{s}(x):
+    # exp(-|x|) never overflows; 1 / (1 + e) and e / (1 + e) are the same function for either
+    # sign. One division of a selected numerator: e * (1 / (1 + e)) would round twice (> 2 ulp).
+    e = math.exp(-abs(x))
+    return ({one} if x >= {zero} else e) / ({one} + e)
+
+
+{jit}
+def _xlogy_{s}(x, y):
+    return {zero} if x == {zero} else x * math.log(y)
+
+
+{jit}
+def _bce_{s}(p, t, floor):
+    # torch clamps each log at `floor` (-100) so p = 0 or 1 gives a finite loss (NaN stays
+    # NaN); log1p(-p) keeps log(1 - p) accurate for p near 0, as torch's kernel does.
+    lp = math.log(p)
+    lq = math.log1p(-p)
+    lp = floor if lp < floor else lp
+    lq = floor if lq < floor else lq
+    return (t - {one}) * lq - t * lp
+"""
+
+
+def helper_constants(dtype: str) -> dict[str, str]:
+    """The literals the helper templates use, typed for `dtype`."""
+    return {
+        "s": dtype,
+        "one": literal(1, dtype),
+        "zero": literal(0, dtype),
+        "mtwo": literal(-2, dtype),
+        "ln2": literal(0.6931471805599453, dtype),
+    }
 
 
 @dataclass(frozen=True)
@@ -219,6 +290,24 @@ class BodyEmitter:
     def fresh(self, prefix: str) -> sp.Symbol:
         self._temps += 1
         return sp.Symbol(f"{prefix}{self._temps}", real=True)
+
+    def prologue(self, first_array: str) -> list[str]:
+        """Bind the batch size, the axis length and the scalar parameters a kernel body uses.
+
+        Integer parameters join float32 arithmetic as float32, like labels (see `loads`).
+        """
+        lo = self.lowered
+        out = [f"    _n = {first_array}.shape[0]"]
+        axis_input = next((i for i in lo.loss.inputs if i.axis), None)
+        if axis_input is not None:
+            out.append(f"    _nc = _a_{axis_input.name}.shape[1]")
+            if lo.axis is not None:
+                out.append(f"    {self.name(lo.axis)} = {self.cast('_nc')}")
+        for p in lo.loss.params:
+            if p.axis is None:
+                value = self.cast(f"_p_{p.name}") if p.kind == "int" else f"_p_{p.name}"
+                out.append(f"    {self.name(lo.params[p.name])} = {value}")
+        return out
 
     # -- analysis -----------------------------------------------------------------------------
 
@@ -435,11 +524,3 @@ class BodyEmitter:
         targets = [(self.name(q.symbol), q.expr.subs(self.index, at)) for q in qs]
         lines += self.assign(targets, indent)
         return lines
-
-
-def coef_symbol() -> sp.Symbol:
-    return COEF
-
-
-GenerateFn = Callable[[Derived], KernelSource]
-__all__ = ["DTYPES", "MODES", "GenerateFn", "KernelSource", "entry_name"]

@@ -6,6 +6,6 @@ DTYPES = ("f32", "f64")
 MODES = ("value", "grad", "hess")
 
 
-def entry_name(mode: str, dtype: str, parallel: bool) -> str:
+def entry_name(mode: str, dtype: str) -> str:
     """The entry point of a kernel module for one mode and dtype."""
-    return f"{mode}_{dtype}" + ("" if parallel else "_serial")
+    return f"{mode}_{dtype}"
