@@ -49,17 +49,30 @@ class ParamInfo:
     axis: str | None
 
 
-class Loss:
-    """A compiled loss: call it for the value, or ask for gradients and Hessian diagonals."""
+# Parameters fixed at kernel generation, with their values: () is the generic kernel.
+Fixed = tuple[tuple[str, float], ...]
 
-    def __init__(self, definition: ir.LossDef, target: str = "cpu") -> None:
+
+class Loss:
+    """A compiled loss: call it for the value, or ask for gradients and Hessian diagonals.
+
+    With `specialize` (the default), a CPU call whose parameters sit at their defaults runs a
+    kernel generated with those values as constants: `x^gamma` at gamma = 2 is a square, not an
+    exp and a log, and a zero `label_smoothing` drops its row sums. Other values run the
+    generic kernel. Each kernel is generated and compiled once, on the first call that needs it.
+    """
+
+    def __init__(
+        self, definition: ir.LossDef, target: str = "cpu", specialize: bool = True
+    ) -> None:
         if target not in _TARGET_MODULES:
             raise UnknownLossError(
                 f"unknown target '{target}'", hint=f"targets: {', '.join(_TARGET_MODULES)}"
             )
         self.definition = definition
         self.target = target
-        self._module: ModuleType | None = None
+        self.specialize = specialize
+        self._modules: dict[Fixed, ModuleType] = {}
         self._derived: Derived | None = None
         self._key = runtime.cache_key(ir.fingerprint(definition), target)
         # Validated calls by argument signature (shapes, dtypes, parameter values): see _plan_key.
@@ -133,19 +146,39 @@ class Loss:
 
     def to(self, target: str) -> Loss:
         """The same loss compiled for another target ("cpu", "cuda"); shares the derivation."""
-        other = Loss(self.definition, target)
+        other = Loss(self.definition, target, self.specialize)
         other._derived = self._derived
         return other
 
     def compile(self) -> Loss:
-        """Load (and if needed generate) the kernel module now rather than on first call."""
-        self._kernels()
+        """Load (and if needed generate) the kernel module a call with default parameters
+        runs now, rather than on the first call."""
+        self._kernels(self._default_fixed())
         return self
 
-    def _kernels(self) -> ModuleType:
-        if self._module is None:
-            self._module = runtime.load_module(self._key, self.source)
-        return self._module
+    def _default_fixed(self) -> Fixed:
+        if not self.specialize or self.target != "cpu":
+            return ()
+        return tuple((p.name, p.default) for p in self.definition.params)
+
+    def _kernels(self, fixed: Fixed = ()) -> ModuleType:
+        module = self._modules.get(fixed)
+        if module is None:
+            if fixed:
+                key = runtime.cache_key(ir.fingerprint(self.definition) + repr(fixed), self.target)
+                module = runtime.load_module(key, lambda: self._specialized_source(fixed))
+            else:
+                module = runtime.load_module(self._key, self.source)
+            self._modules[fixed] = module
+        return module
+
+    def _specialized_source(self, fixed: Fixed) -> str:
+        from lossdsl.codegen import TARGETS
+        from lossdsl.derive import derive
+        from lossdsl.lower import lower
+
+        text: str = TARGETS[self.target](derive(lower(self.definition, dict(fixed)))).text
+        return text
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -269,9 +302,8 @@ class Loss:
         weighted = call.sw is not None or self.definition.weight is not None
         weighted_mean = call.mode == 0 and weighted
         entry = entry_name(mode, call.dtag)
-        value, bad = runtime.run_phases(
-            self._kernels(), entry, head, tail, blocks, threads, weighted_mean
-        )
+        module = self._kernels(call.defaults if self.specialize else ())
+        value, bad = runtime.run_phases(module, entry, head, tail, blocks, threads, weighted_mean)
         if bad:
             raise SpecShapeError(
                 f"{int(bad)} sample(s) have a label outside [0, {call.axis_len}) "
@@ -368,6 +400,8 @@ class _Call:
     mode: int
     shapes: dict[str, tuple[int, ...]]
     axis_inputs: frozenset[str]
+    # The parameters whose value is their default (the kernel may have them as constants).
+    defaults: Fixed = ()
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         return self.shapes[name]
@@ -388,7 +422,7 @@ class _Call:
         flat = [b.reshape(self.flat_shape(x)) for b, x in zip(args, names, strict=True)]
         return _Call(
             self.dtype, self.dtag, self.batch, self.n, self.axis_len, flat, self.params,
-            None, self.mode, self.shapes, self.axis_inputs,
+            None, self.mode, self.shapes, self.axis_inputs, self.defaults,
         )  # fmt: skip
 
 
@@ -439,7 +473,14 @@ def _bind(
     shapes = {name: arrays[name].shape for name in loss.wrt}
     dtag = "f32" if dtype == np.float32 else "f64"
     axis_inputs = frozenset(i.name for i in loss.inputs if i.axis)
-    return _Call(dtype, dtag, batch, n, axis_len, flat, params, sw, mode, shapes, axis_inputs)
+    defaults = tuple(
+        (p.name, p.default)
+        for p, v in zip(loss.params, params, strict=True)
+        if np.all(v == np.asarray(p.default).astype(np.asarray(v).dtype))
+    )
+    return _Call(
+        dtype, dtag, batch, n, axis_len, flat, params, sw, mode, shapes, axis_inputs, defaults
+    )
 
 
 def _assign_inputs(loss: ir.LossDef, args: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:

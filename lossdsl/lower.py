@@ -38,23 +38,33 @@ class Lowered:
         return self.table.element_symbols
 
 
-def lower(loss: ir.LossDef) -> Lowered:
+def lower(loss: ir.LossDef, fixed: Mapping[str, float] | None = None) -> Lowered:
     """Lower a checked loss to SymPy with its aggregates lifted.
+
+    Args:
+        loss: the checked loss.
+        fixed: parameters whose value is known when the kernel is generated; they become
+            constants (`x^gamma` at gamma = 2 a square, a `label_smoothing` of 0 drops its row
+            sums). A fixed parameter along the axis is one value for every element.
 
     Returns:
         `Lowered`: symbols for inputs and parameters, the aggregate table, the per-sample value
         and the per-sample reduction weight (1 when the spec declares none).
     """
+    fixed = fixed or {}
     inputs = {i.name: _input_symbol(i) for i in loss.inputs}
-    params = {p.name: _param_symbol(p) for p in loss.params}
+    params = {p.name: _param_symbol(p) for p in loss.params if p.name not in fixed}
     axis = sp.Symbol(loss.axis, positive=True, integer=True) if loss.axis else None
     elements = frozenset(
         [inputs[i.name] for i in loss.inputs if i.axis]
-        + [params[p.name] for p in loss.params if p.axis]
+        + [params[p.name] for p in loss.params if p.axis and p.name in params]
     )
     table = Aggregates(elements, INDEX, axis if axis is not None else sp.S.One)
     env: dict[tuple[str, str], sp.Expr] = {("input", k): v for k, v in inputs.items()}
     env.update({("param", k): v for k, v in params.items()})
+    env.update(
+        {("param", p.name): _const(fixed[p.name], p.kind) for p in loss.params if p.name in fixed}
+    )
     if axis is not None:
         env[("axis", loss.axis or "")] = axis
     builder = _Lowerer(table, env, frozenset(inputs.values()))

@@ -198,7 +198,15 @@ class KernelPrinter(PythonCodePrinter):
 
     def _print_Relational(self, expr: sp.Expr) -> str:
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
+        if expr.lhs.is_integer and expr.rhs.is_integer:
+            # Integers compare as integers: the class index against a float32 label would
+            # convert the index in every element, and AVX2 has no int64 -> float instruction.
+            lhs, rhs = (self._print_int(x) for x in (expr.lhs, expr.rhs))
+            return f"({lhs} {op} {rhs})"
         return f"({self._print(expr.lhs)} {op} {self._print(expr.rhs)})"
+
+    def _print_int(self, x: sp.Expr) -> str:
+        return str(int(x)) if x.is_Integer else f"int({self._print(x)})"
 
     def _print_And(self, expr: sp.Expr) -> str:
         return "(" + " & ".join(self._print(a) for a in expr.args) + ")"
@@ -275,6 +283,9 @@ class BodyEmitter:
         self._levels: dict[sp.Symbol, int] = {}
         self.arrays = {s: f"_a_{n}" for n, s in self.lowered.inputs.items()}
         self.arrays.update({s: f"_p_{n}" for n, s in self.lowered.params.items()})
+        # Row-sum summands that a later element loop needs again, by the array (shaped like
+        # the row) that keeps them in between: `exp(x - max)` of a softmax is computed once.
+        self.memo: dict[sp.Expr, str] = {}
 
     # -- naming -------------------------------------------------------------------------------
 
@@ -304,7 +315,8 @@ class BodyEmitter:
             if lo.axis is not None:
                 out.append(f"    {self.name(lo.axis)} = {self.cast('_nc')}")
         for p in lo.loss.params:
-            if p.axis is None:
+            # A parameter fixed at generation time is still an argument, but never read.
+            if p.axis is None and p.name in lo.params:
                 value = self.cast(f"_p_{p.name}") if p.kind == "int" else f"_p_{p.name}"
                 out.append(f"    {self.name(lo.params[p.name])} = {value}")
         return out
@@ -458,11 +470,18 @@ class BodyEmitter:
         for q in qs:
             lines += self.acc_init(q, acc[q.symbol], indent)
         lines += [f"{indent}{self.name(a.symbol)} = 0" for a in argmax.values()]
-        lines.append(f"{indent}{self.element_loop()}")
+        opening, inner, closing = self.row_loop(qs, acc, indent)
+        lines += opening
         used = set().union(*(e.free_symbols for e in exprs))
         lines += self.loads(used & self.elements, inner)
         values = [(f"_v{q.symbol.name[2:]}", e) for q, e in zip(qs, exprs, strict=True)]
         lines += self.assign(values, inner)
+        at = f"[{self.layout.sample}, {self.layout.element}]"
+        lines += [
+            f"{inner}{self.memo[q.expr]}{at} = {v}"
+            for q, (v, _) in zip(qs, values, strict=True)
+            if q.expr in self.memo
+        ]
         for q, (v, _) in zip(qs, values, strict=True):
             if q.symbol in argmax:
                 # Strictly greater than the running maximum: the first maximal position wins.
@@ -471,6 +490,7 @@ class BodyEmitter:
                     f"{inner}{pos} = {self.layout.element} if {v} > {acc[q.symbol]} else {pos}"
                 )
             lines += self.acc_update(q, acc[q.symbol], v, inner)
+        lines += closing
         lines += self.combine(qs, acc, indent)
         for q in qs:
             total, name = acc[q.symbol], self.name(q.symbol)
@@ -495,6 +515,12 @@ class BodyEmitter:
         if q.op == "sum":
             return [f"{indent}{acc} += {v}"]
         return [f"{indent}{acc} = {v} if ({v} > {acc} or {v} != {v}) else {acc}"]
+
+    def row_loop(
+        self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
+    ) -> tuple[list[str], str, list[str]]:
+        """Lines opening the loop over a row, the indent of its body, and lines closing it."""
+        return [f"{indent}{self.element_loop()}"], indent + "    ", []
 
     def element_loop(self) -> str:
         """The loop over a row; a target that splits rows across threads overrides it."""

@@ -348,6 +348,8 @@ def _logcosh_{s}(x):
 # Samples per inner chunk of a float32 block: the chunk is summed in float32 (8 lanes wide),
 # then added to the block's float64 sum, so rounding error stays that of a 256-term sum.
 _CHUNK = {"f32": 256, "f64": 4096}
+# Elements per float32 partial sum along a row (see _CpuBody.row_loop).
+_ROW_CHUNK = 256
 # The phases of an entry point, as suffixes of its name: batch totals and weight sum, batch
 # adjoints, then the fused main pass (no suffix). The driver runs those present, in order.
 PHASES = ("_pre", "_adj", "")
@@ -391,10 +393,35 @@ class _CpuBody(BodyEmitter):
     an index, so it stays scalar either way).
     """
 
+    _chunked = False
+
+    def row_loop(
+        self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
+    ) -> tuple[list[str], str, list[str]]:
+        """In float32, a row with sums runs in chunks: each chunk sums in float32 lanes, the
+        chunk sums add in float64.
+
+        A float64 accumulator alone would make LLVM vectorise the whole loop at 4 lanes (the
+        widest type), halving the speed of every float32 operation in it (2x on softmax); a
+        float32 sum of C similar terms alone drifts by ~C/2 ulp (1e-5 relative at C = 10^4;
+        tests/test_stability.py). Chunks keep both: 8 lanes, and float32 partial sums of at
+        most _ROW_CHUNK terms, spread over several vector accumulators. A pass that also finds
+        a maximum (cheap: no transcendental) keeps the float64 sums.
+        """
+        sums = [acc[q.symbol] for q in qs if q.op == "sum"]
+        # Only passes of sums alone: beside a row max, LLVM vectorised the chunked loop worse
+        # than the plain one (measured 2x slower on dense softmax cross-entropy).
+        self._chunked = self.dtype == "f32" and len(sums) == len(qs)
+        if not self._chunked:
+            return super().row_loop(qs, acc, indent)
+        opening = [f"{indent}for _c0 in range(0, _nc, {_ROW_CHUNK}):"]
+        opening += [f"{indent}    {a}c = {self.lit(0)}" for a in sums]
+        opening += [f"{indent}    for _c in range(_c0, min(_nc, _c0 + {_ROW_CHUNK})):"]
+        closing = [f"{indent}    {a} += np.float64({a}c)" for a in sums]
+        return opening, indent + "        ", closing
+
     def acc_init(self, q: Quantity, acc: str, indent: str) -> list[str]:
         if q.op == "sum":
-            # Row sums add in float64 even in float32 kernels: a float32 sum of C similar terms
-            # drifts by ~C/2 ulp (1e-5 relative at C = 10^4; tests/test_stability.py).
             return [f"{indent}{acc} = 0.0"]
         ninf = self.lit(float("-inf"))
         if q.symbol in self.argmax_of:
@@ -402,6 +429,8 @@ class _CpuBody(BodyEmitter):
         return [f"{indent}{acc}k = _fkey({ninf})", f"{indent}{acc}n = False"]
 
     def acc_update(self, q: Quantity, acc: str, v: str, indent: str) -> list[str]:
+        if q.op == "sum" and self._chunked:
+            return [f"{indent}{acc}c = _radd({acc}c, {v})"]
         if q.op == "sum":
             return [f"{indent}{acc} = _radd({acc}, np.float64({v}))"]
         nan = f"{indent}{acc}n = {acc}n | ({v} != {v})"
@@ -455,6 +484,24 @@ class _CpuBody(BodyEmitter):
                     lines.append(f"{indent}{self.name(s)} = {self.expr(arm.xreplace(named))}")
                     named[arm] = s
         return lines
+
+
+def _reread(e: sp.Expr, reread: dict[sp.Expr, sp.Symbol]) -> sp.Expr:
+    """`e` with each kept summand replaced by its symbol; `exp(n a)` for a kept `exp(a)` and
+    an integer n becomes a power of it too (the Hessian of softmax has `exp(2 (x - max))`)."""
+    e = e.xreplace(reread)
+    for kept, m in reread.items():
+        if not isinstance(kept, sp.exp):
+            continue
+
+        def multiple(x: sp.Expr, a: sp.Expr = kept.args[0]) -> bool:
+            return isinstance(x, sp.exp) and bool(sp.cancel(x.args[0] / a).is_Integer)
+
+        def power(x: sp.Expr, a: sp.Expr = kept.args[0], m: sp.Symbol = m) -> sp.Expr:
+            return m ** sp.cancel(x.args[0] / a)
+
+        e = e.replace(multiple, power)
+    return e
 
 
 class _Kernel:
@@ -615,8 +662,16 @@ class _Kernel:
         ind = " " * 16
         zero = self.em.lit(0)
         done: set[sp.Symbol] = set()
-        body = self._sample([("_val", self.d.value), ("_wv", self.d.weight)], ind, done)
-        body += self._weight(ind, coef=True)
+        self.em.memo = self._memo()
+        if self.along_axis:
+            body = self._sample([("_val", self.d.value), ("_wv", self.d.weight)], ind, done)
+            body += self._weight(ind, coef=True)
+        else:
+            # Value and derivatives in one CSE: they share most of their subexpressions.
+            body = self._sample([("_wv", self.d.weight)], ind, done)
+            body += self._weight(ind, coef=True)
+            derivs = [(f"_d{j}", e) for j, (_, e, _) in enumerate(self._outputs())]
+            body += self._sample([("_val", self.d.value), *derivs], ind, done)
         body += [f"{ind}_v_i = _w * _val", f"{ind}_v_i = _v_i if _keep else {zero}"]
         body += [f"{ind}if _out is not None:", f"{ind}    _out[_iu] = _v_i"]
         if self.along_axis:
@@ -629,12 +684,13 @@ class _Kernel:
                 body.append(f"{ind}_b_i = {self.em.lit(1)} if _badrow else {zero}")
             body += self._derivatives(ind, done)
         else:
-            body += self._scalar_derivatives(ind, done)
+            body += self._scalar_derivatives(ind)
         accs = ["_v"] + (["_b"] if self.has_gather else [])
         if self.has_gather:
             # The loop variable `_b` is taken: name the bad-row count differently.
             accs = ["_v", "_bad"]
             body = [line.replace("_b_i = ", "_bad_i = ") for line in body]
+        self.em.memo = {}
         out = self._blocks(accs, body)
         if not self.has_gather:
             out += ["        _parts[_b, 1] = 0.0"]
@@ -668,18 +724,36 @@ class _Kernel:
                 lines.append(f"{indent}{array}[_iu] = {zero}")
         return lines
 
-    def _scalar_derivatives(self, indent: str, done: set[sp.Symbol]) -> list[str]:
-        """Per-sample derivatives as selects: zero-weight samples get exact zeros, no branch."""
-        outs = self._outputs()
-        if not outs:
-            return []
+    def _scalar_derivatives(self, indent: str) -> list[str]:
+        """Store the per-sample derivatives `_d<j>` as selects: zero-weight samples get exact
+        zeros, no branch."""
         zero = self.em.lit(0)
-        targets = [(f"_d{j}", e) for j, (_, e, _) in enumerate(outs)]
-        lines = self._sample(targets, indent, done)
-        lines += [
-            f"{indent}{a}[_iu] = _d{j} if _keep else {zero}" for j, (a, _, _) in enumerate(outs)
+        return [
+            f"{indent}{a}[_iu] = _d{j} if _keep else {zero}"
+            for j, (a, _, _) in enumerate(self._outputs())
         ]
-        return lines
+
+    def _memo(self) -> dict[sp.Expr, str]:
+        """Row-sum summands the along-axis derivatives recompute, each kept in one output row.
+
+        The row pass stores the summand into the output array; the derivative loop reads it
+        back just before overwriting that element (one exp per element for softmax, not two).
+        """
+        element = [(a, e) for a, e, along in self._outputs() if along]
+        memo: dict[sp.Expr, str] = {}
+        free = [a for a, _ in element]
+        for q in self.d.quantities:
+            if not free:
+                break
+            if (
+                q.op == "sum"
+                and self.em.element_dependent(q.expr)
+                and not q.expr.is_Atom
+                and q.expr not in memo
+                and any(e.has(q.expr) for _, e in element)
+            ):
+                memo[q.expr] = free.pop(0)
+        return memo
 
     def _derivatives(self, indent: str, done: set[sp.Symbol]) -> list[str]:
         em = self.em
@@ -687,7 +761,9 @@ class _Kernel:
         if not outs:
             return []
         scalar = [(f"{a}[_iu]", e) for a, e, along in outs if not along]
-        element = [(a, e) for a, e, along in outs if along]
+        reread = {e: sp.Symbol(f"_m{j}", real=True) for j, e in enumerate(em.memo)}
+        em.elements = em.elements | frozenset(reread.values())  # per element: never hoisted
+        element = [(a, _reread(e, reread)) for a, e, along in outs if along]
         defs, hoisted = em.hoist([e for _, e in element])
         targets = scalar + [(em.name(s), e) for s, e in defs]
         lines = self._sample(targets, indent, done) if targets else []
@@ -699,6 +775,11 @@ class _Kernel:
             lines.append(f"{indent}for _c in range(_nc):")
             used = set().union(*(e.free_symbols for e in hoisted))
             lines += em.loads(used & em.elements, inner)
+            lines += [
+                f"{inner}{em.name(m)} = {em.memo[e]}[_iu, _c]"
+                for e, m in reread.items()
+                if m in used
+            ]
             writes = [(f"{a}[_iu, _c]", e) for (a, _), e in zip(element, hoisted, strict=True)]
             lines += em.assign(writes, inner)
         return lines
