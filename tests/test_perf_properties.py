@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from conftest import FD_ATOL, FD_RTOL, assert_close, fd_grad
+from reference import reference_value
 
 import lossdsl
 from lossdsl import api
@@ -251,3 +253,66 @@ def test_pow_special_cases_and_accuracy() -> None:
     g = RNG.uniform(0, 5, 2000)
     got = np.array([module._pow_f64(a, b) for a, b in zip(x, g, strict=True)])
     np.testing.assert_allclose(got, np.power(x, g), rtol=1e-14)
+
+
+def _entry_text(source: str, entry: str) -> str:
+    start = source.index(f"def {entry}(")
+    end = source.find("@numba.njit", start)
+    return source[start : end if end > 0 else None]
+
+
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [
+        ("sigmoid_focal", {"gamma": 3.5, "alpha": 0.4}),
+        ("cross_entropy", {"label_smoothing": 0.1}),
+        ("sparse_cross_entropy", {"label_smoothing": 0.2, "weight": np.linspace(0.5, 2, 5)}),
+        ("huber", {"delta": 0.3}),
+    ],
+)
+def test_default_and_other_parameters_match_the_reference(name: str, other: dict) -> None:
+    # Issue 4: parameters at their defaults are constants in the kernel; any other value runs
+    # the generic kernel. Both must agree with the independent NumPy interpreter.
+    loss = lossdsl.get(name)
+    if name == "sigmoid_focal":
+        args = (RNG.standard_normal(40), RNG.random(40))
+    elif name in ("cross_entropy", "sparse_cross_entropy"):
+        x, y = _inputs(name, 50 * 8, np.float64)
+        args = (x[:, :5].copy(), y % 5 if y.ndim == 1 else y[:, :5] / y[:, :5].sum(1, keepdims=1))
+    else:
+        args = _inputs(name, 40, np.float64)
+    loss = lossdsl.Loss(loss.definition)  # its own kernels: the count below is this test's
+    names = loss.inputs
+    for params in ({}, other):
+        value, grad = loss.value_and_grad(*args, **params)
+
+        def ref(x: np.ndarray, params: dict = params) -> float:
+            given = dict(zip(names, (x, *args[1:]), strict=True))
+            return float(reference_value(loss.definition, given, params))
+
+        assert_close(value, ref(args[0]))
+        assert_close(grad, fd_grad(ref, args[0]), rtol=FD_RTOL, atol=FD_ATOL)
+    assert len(loss._modules) == 2  # the kernel with defaults fixed, and the generic one
+
+
+def test_fixed_defaults_remove_work_from_the_kernel() -> None:
+    # Issue 4: focal's (1 - p_t)^gamma at the default gamma = 2 is a square, not exp(g log x);
+    # a zero label smoothing drops its two row sums (sum of logits, sum of class weights).
+    focal = lossdsl.get("sigmoid_focal")
+    fixed = focal._specialized_source(focal._default_fixed())
+    assert "_pow_" in _entry_text(focal.source(), "grad_f64")
+    assert "_pow_" not in _entry_text(fixed, "grad_f64")
+    ce = lossdsl.get("sparse_cross_entropy")
+    generic = _entry_text(ce.source(), "grad_f32")
+    fixed = _entry_text(ce._specialized_source(ce._default_fixed()), "grad_f32")
+    assert fixed.count("_radd(") == generic.count("_radd(") - 2
+
+
+def test_softmax_exponentials_computed_once_per_element() -> None:
+    # Issue 4: the row pass that sums exp(x - max) keeps each term in the gradient row, and
+    # the gradient loop reads it back instead of calling exp again.
+    for name in ("cross_entropy", "sparse_cross_entropy"):
+        loss = lossdsl.get(name)
+        for entry in ("grad_f32", "grad_f64", "hess_f32"):
+            text = _entry_text(loss._specialized_source(loss._default_fixed()), entry)
+            assert text.count("_exp_") == 1, (name, entry)
