@@ -2,8 +2,8 @@
 
 Run:  python benchmarks/bench_cpu.py [--quick]
 Every case computes value and gradient of a mean loss. Implementations are timed interleaved
-(each round in a new random order, so machine noise hits all alike; each timed call is the
-second of two back-to-back calls, as in a training loop) and reported as medians; throughput
+(each round in a new random order, so machine noise hits all alike; each timed call follows
+5 ms of back-to-back calls, as in a training loop) and reported as medians; throughput
 is effective GB/s (bytes read + gradient written, once) and a fraction of a triad bandwidth
 measured in the same run. torch and jax are optional: their columns read "-" when absent. Writes
 benchmarks/results/cpu.json and cpu.md.
@@ -55,18 +55,25 @@ if torch is not None:
     torch._dynamo.config.accumulated_recompile_limit = 256
 
 
-def triad_gbs(n: int = 20_000_000) -> float:
-    """Best-of STREAM triad a = b + s c (float32, all threads): the bandwidth ceiling."""
+TRIAD_N = 20_000_000
 
-    @numba.njit(parallel=True, cache=True)
-    def triad(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-        for i in numba.prange(a.shape[0]):
-            a[i] = b[i] + np.float32(3.0) * c[i]
 
-    a, b, c = (np.ones(n, np.float32) for _ in range(3))
-    triad(a, b, c)
-    best = min(_time(lambda: triad(a, b, c)) for _ in range(20))
-    return 3 * 4 * n / best / 1e9
+@numba.njit(parallel=True, cache=True)
+def _triad(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+    for i in numba.prange(a.shape[0]):
+        a[i] = b[i] + np.float32(3.0) * c[i]
+
+
+def triad_impl() -> Impl:
+    """STREAM triad a = b + s c (float32, all threads, 240 MB): the bandwidth ceiling. Timed
+    among each case's implementations, so its median sees the same machine they do."""
+    a, b, c = (np.ones(TRIAD_N, np.float32) for _ in range(3))
+    _triad(a, b, c)
+    return lambda: _triad(a, b, c)
+
+
+def triad_gbs(seconds: float) -> float:
+    return 3 * 4 * TRIAD_N / seconds / 1e9
 
 
 def _time(f: Impl) -> float:
@@ -208,10 +215,13 @@ def peak_extra_bytes(f: Impl) -> int:
 
 
 def run_case(
-    kind: str, n: int, dtype: Any, rounds: int, rng: np.random.Generator
+    kind: str, n: int, dtype: Any, rounds: int, rng: np.random.Generator, triad: Impl
 ) -> dict[str, Any]:
     args = case_inputs(kind, n, dtype, rng)
     impls = {k: v for k, v in implementations(kind, args).items() if v is not None}
+    impls["triad"] = triad
+    if sum(a.nbytes for a in args) < 64e6:  # quick cases: more rounds against the noise
+        rounds *= 4
     for f in impls.values():  # warm up: compile, first-touch
         f()
         f()
@@ -221,11 +231,15 @@ def run_case(
         rng.shuffle(order)  # no implementation always follows the same other one
         for k in order:
             f = impls[k]
-            # Let other runtimes' spinning worker threads (OpenMP, XLA) go idle, then time the
-            # second of two back-to-back calls: the first after an idle gap runs on cold cores
-            # (measured here: up to 1.7x slower), which a training loop never sees.
+            # Let other runtimes' spinning worker threads (OpenMP, XLA) go idle, then keep the
+            # cores busy with this implementation for 5 ms before the timed call: right after
+            # an idle gap a call runs on cold cores (measured here: up to 1.8x slower on a 1 ms
+            # call), which a training loop never sees.
             time.sleep(0.02)
+            start = time.perf_counter()
             f()
+            while time.perf_counter() - start < 0.005:
+                f()
             times[k].append(_time(f))
     med = {k: float(np.median(v)) for k, v in times.items()}
     moved = sum(a.nbytes for a in args) + args[0].nbytes
@@ -233,9 +247,11 @@ def run_case(
         "case": kind,
         "shape": list(args[0].shape),
         "dtype": np.dtype(dtype).name,
+        "rounds": rounds,
         "median_s": med,
         "bytes": moved,
         "gbs": moved / med["lossdsl"] / 1e9,
+        "triad_gbs": triad_gbs(med.pop("triad")),
         "peak_extra_bytes_out": peak_extra_bytes(impls["lossdsl"]),
     }
 
@@ -307,8 +323,10 @@ def markdown(report: dict[str, Any]) -> str:
     cols = ["lossdsl", "lossdsl_alloc", "numpy", "torch", "torch.compile", "jax.jit"]
     lines = [
         f"Machine: {report['machine']}; threads {report['threads']}; "
-        f"triad {report['triad_gbs']:.1f} GB/s.",
-        f"Command: `{report['command']}`. Medians of {report['rounds']} interleaved rounds, ms.",
+        f"triad {min(r['triad_gbs'] for r in report['cases']):.1f} to "
+        f"{max(r['triad_gbs'] for r in report['cases']):.1f} GB/s (timed within each case).",
+        f"Command: `{report['command']}`. Medians of {report['rounds']} interleaved rounds "
+        f"({4 * report['rounds']} for inputs under 64 MB), ms.",
         "",
         "| case | shape | dtype | "
         + " | ".join(cols)
@@ -324,7 +342,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['case']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | "
             + " | ".join(cells)
-            + f" | {r['gbs']:.1f} | {100 * r['gbs'] / report['triad_gbs']:.0f}%"
+            + f" | {r['gbs']:.1f} | {100 * r['gbs'] / r['triad_gbs']:.0f}%"
             + f" | {vs_best} | {vs_eager}"
             + f" | {r['peak_extra_bytes_out'] / 1024:.1f} KiB |"
         )
@@ -374,16 +392,17 @@ def main() -> None:
         "threads": numba.get_num_threads(),
         "command": "python benchmarks/bench_cpu.py" + (" --quick" if opts.quick else ""),
         "rounds": rounds,
-        "triad_gbs": triad_gbs(),
         "cases": [],
     }
     if opts.only:
         cases = [c for c in cases if c[0] in opts.only]
+    triad = triad_impl()
     for kind, n, dtype in cases:
-        row = run_case(kind, n, dtype, rounds, rng)
+        row = run_case(kind, n, dtype, rounds, rng, triad)
         print(
             row["case"],
             row["shape"],
+            f"triad {row['triad_gbs']:.1f} GB/s",
             {k: round(v * 1e3, 3) for k, v in row["median_s"].items()},
             flush=True,
         )

@@ -1,9 +1,10 @@
 """Fill the kernel cache ahead of time: `precompile()` compiles every built-in once.
 
-For each loss it generates (or finds) the cached module, then calls every entry point on a tiny
-batch of each float dtype, so Numba compiles and stores the machine code a training job would
-otherwise compile on its first step. Later processes load it from disk. Writes only a progress
-line to stderr; it does not change any loss or setting.
+For each loss it generates (or finds) the cached modules (parameters at their defaults fixed,
+and generic), then calls every entry point on a tiny batch of each float dtype, so Numba
+compiles and stores the machine code a training job would otherwise compile on its first step.
+Later processes load it from disk. Writes only a progress line to stderr; it does not change
+any loss or setting.
 """
 
 from __future__ import annotations
@@ -42,14 +43,20 @@ def precompile(names: Iterable[str] | None = None, progress: bool = True) -> dic
         if progress:
             _bar(k, len(chosen), name, time.perf_counter() - start)
         t0 = time.perf_counter()
-        loss = api.get(name).compile()
-        for dtype in _DTYPES:
-            args = _tiny_inputs(loss.definition, dtype)
-            for run in (loss, loss.value_and_grad, loss.hessian_diag):
-                # An error raised after the kernel ran (e.g. a label this stand-in batch gets
-                # wrong for the loss) is fine: the kernel is compiled, which is all we need.
-                with contextlib.suppress(LossDSLError):
-                    run(*args)
+        fixed = api.get(name).compile()
+        # The kernel with the defaults fixed, and (for a loss with parameters) the generic one
+        # that every other parameter value runs.
+        variants = [fixed]
+        if fixed.params:
+            variants.append(api.Loss(fixed.definition, specialize=False))
+        for loss in variants:
+            for dtype in _DTYPES:
+                args = _tiny_inputs(loss.definition, dtype)
+                for run in (loss, loss.value_and_grad, loss.hessian_diag):
+                    # An error raised after the kernel ran (e.g. a label this stand-in batch gets
+                    # wrong for the loss) is fine: the kernel is compiled, which is all we need.
+                    with contextlib.suppress(LossDSLError):
+                        run(*args)
         spent[name] = time.perf_counter() - t0
     if progress:
         _bar(len(chosen), len(chosen), "done", time.perf_counter() - start)

@@ -11,9 +11,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import lossdsl
-from lossdsl import runtime
+from lossdsl import api, runtime
 
 SPEC = """\
 loss scaled_huber(pred, target; delta: real = 1.0 > 0):
@@ -112,3 +113,22 @@ def test_repeated_calls_reuse_one_compiled_signature(rng: np.random.Generator) -
     values = [loss.value_and_grad(x, t)[0] for _ in range(3)]
     assert values[0] == values[1] == values[2]
     assert len(loss._kernels().grad_f64.signatures) == 1
+
+
+def test_precompile_fills_the_cache_for_default_and_other_parameters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 4: one command compiles a built-in's kernels: the one with its defaults fixed and
+    # the generic one other parameter values run. A later process finds both on disk.
+    monkeypatch.setenv("LOSSDSL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(api, "_LOSSES", {})
+    for name in [m for m in sys.modules if m.startswith("lossdsl_")]:  # as a new process
+        monkeypatch.delitem(sys.modules, name)
+    spent = lossdsl.precompile(["huber"], progress=False)
+    assert list(spent) == ["huber"]
+    modules = sorted(p.stem for p in tmp_path.glob("lossdsl_*.py"))
+    assert len(modules) == 2
+    for stem in modules:
+        machine_code = list((tmp_path / "__pycache__").glob(f"{stem}.*.nbc"))
+        # value, grad and hess in float32 and float64 (plus helpers)
+        assert len(machine_code) >= 6, stem
