@@ -278,7 +278,8 @@ def test_default_and_other_parameters_match_the_reference(name: str, other: dict
         args = (RNG.standard_normal(40), RNG.random(40))
     elif name in ("cross_entropy", "sparse_cross_entropy"):
         x, y = _inputs(name, 50 * 8, np.float64)
-        args = (x[:, :5].copy(), y % 5 if y.ndim == 1 else y[:, :5] / y[:, :5].sum(1, keepdims=1))
+        t = y % 5 if y.ndim == 1 else y[:, :5] / y[:, :5].sum(1, keepdims=True)
+        args = (x[:, :5].copy(), t)
     else:
         args = _inputs(name, 40, np.float64)
     loss = lossdsl.Loss(loss.definition)  # its own kernels: the count below is this test's

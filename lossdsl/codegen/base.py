@@ -259,6 +259,18 @@ class Layout:
     axis_len: str = "_nc"
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One entry point (mode): its gradient and Hessian outputs by input, the batch totals and
+    adjoints they need, and whether any row reads at a label."""
+
+    grads: dict[str, sp.Expr]
+    hess: dict[str, sp.Expr]
+    totals: list[Quantity]
+    adjoints: list[Quantity]
+    has_gather: bool
+
+
 class BodyEmitter:
     """Prints the per-sample computation of a `Derived` bundle for one dtype."""
 
@@ -322,6 +334,20 @@ class BodyEmitter:
         return out
 
     # -- analysis -----------------------------------------------------------------------------
+
+    def entry(self, mode: str) -> Entry:
+        """What the entry point of `mode` outputs, and the batch aggregates it needs."""
+        d = self.derived
+        grads = dict(d.grads) if mode != "value" else {}
+        hess = dict(d.hessians) if mode == "hess" else {}
+        closure = self.quantity_closure([d.value, d.weight, *grads.values(), *hess.values()])
+        return Entry(
+            grads,
+            hess,
+            [q for q in closure if q.op == "total"],
+            [q for q in closure if q.op == "adjoint"],
+            any(q.op == "gather" for q in closure),
+        )
 
     def quantity_closure(self, exprs: Iterable[sp.Expr]) -> list[Quantity]:
         """Every quantity the expressions need, dependencies first (table order)."""

@@ -531,13 +531,9 @@ class _Kernel:
         self.mode = mode
         self.dtype = dtype
         self.em = _CpuBody(derived, dtype, FUNCTIONS, NAME, Layout(sample="_iu"))
-        self.grads = dict(derived.grads) if mode != "value" else {}
-        self.hess = dict(derived.hessians) if mode == "hess" else {}
-        main = [derived.value, derived.weight, *self.grads.values(), *self.hess.values()]
-        closure = self.em.quantity_closure(main)
-        self.totals = [q for q in closure if q.op == "total"]
-        self.adjoints = [q for q in closure if q.op == "adjoint"]
-        self.has_gather = any(q.op == "gather" for q in closure)
+        e = self.em.entry(mode)
+        self.grads, self.hess, self.totals, self.adjoints = e.grads, e.hess, e.totals, e.adjoints
+        self.has_gather = e.has_gather
         self.along_axis = any(i.axis for i in self.loss.inputs)
 
     def signature(self) -> str:
@@ -681,6 +677,7 @@ class _Kernel:
         zero = self.em.lit(0)
         done: set[sp.Symbol] = set()
         self.em.memo = self._memo()
+        elements = self.em.elements
         if self.along_axis:
             body = self._sample([("_val", self.d.value), ("_wv", self.d.weight)], ind, done)
             body += self._weight(ind, coef=True)
@@ -708,7 +705,7 @@ class _Kernel:
             # The loop variable `_b` is taken: name the bad-row count differently.
             accs = ["_v", "_bad"]
             body = [line.replace("_b_i = ", "_bad_i = ") for line in body]
-        self.em.memo = {}
+        self.em.memo, self.em.elements = {}, elements
         out = self._blocks(accs, body)
         if not self.has_gather:
             out += ["        _parts[_b, 1] = 0.0"]

@@ -200,13 +200,9 @@ class _Kernel:
         self.loss = derived.lowered.loss
         self.name = name
         self.em = RowEmitter(derived, dtype)
-        self.grads = dict(derived.grads) if mode != "value" else {}
-        self.hess = dict(derived.hessians) if mode == "hess" else {}
-        main = [derived.value, derived.weight, *self.grads.values(), *self.hess.values()]
-        closure = self.em.quantity_closure(main)
-        self.totals = [q for q in closure if q.op == "total"]
-        self.adjoints = [q for q in closure if q.op == "adjoint"]
-        self.has_gather = any(q.op == "gather" for q in closure)
+        e = self.em.entry(mode)
+        self.grads, self.hess, self.totals, self.adjoints = e.grads, e.hess, e.totals, e.adjoints
+        self.has_gather = e.has_gather
         self.inputs = [f"_a_{i.name}" for i in self.loss.inputs]
         self.inputs += [f"_p_{p.name}" for p in self.loss.params]
         self.outputs = ["_out"] + [f"_g_{n}" for n in self.grads] + [f"_h_{n}" for n in self.hess]
