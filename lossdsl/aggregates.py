@@ -36,6 +36,11 @@ class Quantity:
 
 BATCH_OPS = ("total", "adjoint")
 
+# A sample's frequency weight (the spec's reduction weight times `sample_weight`, unscaled):
+# a batch total counts each sample that many times, total(x) = sum_i w_i x_i. Kernels bind
+# it before any total's summand is computed, and skip samples whose weight is zero.
+WEIGHT = sp.Symbol("_w", real=True)
+
 
 class Aggregates:
     """A growing table of quantities; element symbols are those that vary along the axis."""
@@ -98,7 +103,8 @@ class Aggregates:
         return expr.xreplace(loads)
 
     def total(self, expr: sp.Expr) -> sp.Expr:
-        return self._new("total", expr, None, True, False)
+        """sum_i w_i expr_i over the batch (frequency weights, see `WEIGHT`)."""
+        return self._new("total", WEIGHT * expr, None, True, False)
 
     def adjoint(self, expr: sp.Expr) -> sp.Expr:
         if expr == 0:

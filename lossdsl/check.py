@@ -226,6 +226,12 @@ class _LossChecker:
                     weight = self._per_sample_real(
                         self.expr(stmt.weight), stmt.weight.span, "a weight"
                     )
+                    # Totals are weighted sums: a weight cannot be made of them.
+                    _no_total(
+                        weight,
+                        "total() in a reduction weight",
+                        "weights are per sample: use inputs and parameters only",
+                    )
             else:
                 self._meta(stmt, meta)
         if value is None:
@@ -442,11 +448,13 @@ class _LossChecker:
         return ir.Apply(name, args, fn.result, axes.pop() if axes else None, e.span)
 
     def _total(self, arg: ir.Expr, e: n.Call) -> ir.Expr:
-        if _contains_total(arg):
-            raise UnsupportedError("total() inside total()", e.span, hint="compute it once")
-        if arg.axis is not None:
-            arg = ir.AxisOp("sum", arg.axis, arg, "real", None, e.span)
-        return ir.Total(arg, span=e.span)
+        _no_total(
+            arg,
+            "total() inside total()",
+            "an inner total is one number for the whole batch: factor it out, "
+            "e.g. total(x * total(y)) is total(x) * total(y)",
+        )
+        return ir.Total(arg, arg.axis, span=e.span)
 
     def _axis_call(self, e: n.Call, fname: n.Name, axis_expr: n.Expr) -> ir.Expr:
         if fname.name not in AXIS_FUNCTIONS:
@@ -579,11 +587,25 @@ def _input_refs(e: ir.Expr) -> set[str]:
     return out
 
 
-def _contains_total(e: ir.Expr) -> bool:
+def _no_total(e: ir.Expr, what: str, hint: str) -> None:
+    """Raise at the first `total()` in `e`, or at the call of a named loss that has one."""
     stack = [e]
     while stack:
         cur = stack.pop()
-        if isinstance(cur, ir.Total):
+        inner = isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value)
+        if isinstance(cur, ir.Total) or inner:
+            where = f" (loss '{cur.loss.name}', called here, uses total())" if inner else ""
+            raise UnsupportedError(f"{what} is not supported{where}", cur.span, hint=hint)
+        stack.extend(_children(cur))
+
+
+def _inlined_total(e: ir.Expr) -> bool:
+    stack = [e]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, ir.Total) or (
+            isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value)
+        ):
             return True
         stack.extend(_children(cur))
     return False

@@ -123,11 +123,14 @@ class Gather:
 
 @dataclass(frozen=True)
 class Total:
-    """`total(x)`: the sum of a per-sample expression over the whole batch."""
+    """`total(x)`: the sum of `x` over the batch, weighted by each sample's frequency weight.
+
+    Of an axis-valued `x` it keeps the axis (one total per position: per-class totals).
+    """
 
     arg: Expr
+    axis: str | None = None
     kind: str = "real"
-    axis: None = None
     span: Span | None = field(default=None, compare=False, repr=False)
 
 

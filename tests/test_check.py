@@ -82,7 +82,7 @@ ERRORS = [
         "weight depends",
     ),
     ("loss f(_x):\n    return _x\n", SpecNameError, 1, 8, "reserved"),
-    ("loss f(x):\n    return total(total(x))\n", UnsupportedError, 2, 12, "total() inside total()"),
+    ("loss f(x):\n    return total(total(x))\n", UnsupportedError, 2, 18, "total() inside total()"),
     ("loss f(x):\n    return sum\n", SpecNameError, 2, 12, "is a function"),
     ("loss f(x):\n    exp = x\n    return exp\n", SpecNameError, 2, 5, "hide the built-in"),
 ]

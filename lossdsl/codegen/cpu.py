@@ -653,12 +653,18 @@ class _Kernel:
         return lines
 
     def _pre_pass(self) -> list[str]:
+        """Block sums of the weighted totals and of the weights. The weight comes first: every
+        total's summand holds it (aggregates.WEIGHT); a zero-weight sample adds exact zeros.
+        Accumulators are `_tot<j>`, apart from the CSE temporaries `_t<k>` of the summands."""
         ind = " " * 16
-        targets = [(f"_t{j}_i", q.expr) for j, q in enumerate(self.totals)]
-        targets.append(("_wv", self.d.weight))
-        body = self._sample(targets, ind) + self._weight(ind, coef=False)
-        body.append(f"{ind}_tw_i = _w")
-        accs = [f"_t{j}" for j in range(len(self.totals))] + ["_tw"]
+        zero = self.em.lit(0)
+        done: set[sp.Symbol] = set()
+        body = self._sample([("_wv", self.d.weight)], ind, done) + self._weight(ind, coef=False)
+        targets = [(f"_tot{j}_v", q.expr) for j, q in enumerate(self.totals)]
+        body += self._sample(targets, ind, done)
+        body += [f"{ind}_tot{j}_i = _tot{j}_v if _keep else {zero}" for j in range(len(targets))]
+        body.append(f"{ind}_totw_i = _w")
+        accs = [f"_tot{j}" for j in range(len(self.totals))] + ["_totw"]
         return [*self._blocks(accs, body), "    return 0.0, 0.0, 1.0"]
 
     def _adjoint_pass(self) -> list[str]:

@@ -333,12 +333,17 @@ class _Kernel:
         ]
 
     def _totals_body(self) -> tuple[list[str], list[str], list[str]]:
+        """The weight first: every total's summand holds it (aggregates.WEIGHT), and a
+        zero-weight sample adds nothing (its NaNs included)."""
+        done: set[sp.Symbol] = set()
+        rows = self._sample([("_wv", self.d.weight)], done)
+        rows.append("        _w = _wv * (_sw[_i] if _has_sw else 1.0)")
         targets = [(f"_x{j}", q.expr) for j, q in enumerate(self.totals)]
-        rows = self._sample([*targets, ("_wv", self.d.weight)], set())
-        rows.append("        if _own:")
+        rows += self._sample(targets, done)
+        rows.append("        if _own and _w != 0:")
         accs = [f"_acc{j}" for j in range(len(self.totals))] + ["_accw"]
         rows += [f"            _acc{j} += _x{j}" for j in range(len(self.totals))]
-        rows.append("            _accw += _wv * (_sw[_i] if _has_sw else 1.0)")
+        rows.append("            _accw += _w")
         return [], rows, accs
 
     def _adjoint_body(self) -> tuple[list[str], list[str], list[str]]:
