@@ -25,6 +25,7 @@ class Quantity:
     op: 'sum' or 'max' over the axis; 'argmax' (the first position of the maximum whose
     symbol is `index`, computed in that maximum's pass); 'gather' at `index`; 'total' over the
     batch; 'adjoint' (a batch sum of a per-sample adjoint, used by the gradient of totals).
+    A batch quantity whose `index` is the axis index is a vector along the axis.
     """
 
     symbol: sp.Symbol
@@ -32,6 +33,12 @@ class Quantity:
     expr: sp.Expr
     index: sp.Expr | None = None
     differentiable: bool = True
+
+    @property
+    def along(self) -> bool:
+        """A batch quantity with one value per position of the axis (a per-class total or
+        its adjoint); its symbol is then an element symbol of the table."""
+        return self.op in BATCH_OPS and self.index is not None
 
 
 BATCH_OPS = ("total", "adjoint")
@@ -103,13 +110,23 @@ class Aggregates:
         return expr.xreplace(loads)
 
     def total(self, expr: sp.Expr) -> sp.Expr:
-        """sum_i w_i expr_i over the batch (frequency weights, see `WEIGHT`)."""
-        return self._new("total", WEIGHT * expr, None, True, False)
+        """sum_i w_i expr_i over the batch (frequency weights, see `WEIGHT`); an `expr` that
+        varies along the axis gives one total per position (`Quantity.along`)."""
+        return self._batch("total", WEIGHT * expr)
 
     def adjoint(self, expr: sp.Expr) -> sp.Expr:
         if expr == 0:
             return sp.S.Zero
-        return self._new("adjoint", expr, None, True, False)
+        return self._batch("adjoint", expr)
+
+    def _batch(self, op: str, expr: sp.Expr) -> sp.Symbol:
+        # An element-level batch quantity marks itself with the axis index (it is read at the
+        # current position) and joins the element symbols.
+        along = self.element_dependent(expr)
+        symbol = self._new(op, expr, self.index if along else None, True, False)
+        if along:
+            self.element_symbols = self.element_symbols | {symbol}
+        return symbol
 
     def _new(
         self, op: str, expr: sp.Expr, index: sp.Expr | None, differentiable: bool, positive: bool

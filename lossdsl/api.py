@@ -303,7 +303,9 @@ class Loss:
         weighted_mean = call.mode == 0 and weighted
         entry = entry_name(mode, call.dtag)
         module = self._kernels(call.defaults if self.specialize else ())
-        value, bad = runtime.run_phases(module, entry, head, tail, blocks, threads, weighted_mean)
+        value, bad = runtime.run_phases(
+            module, entry, head, tail, blocks, threads, weighted_mean, call.axis_len
+        )
         if bad:
             raise SpecShapeError(
                 f"{int(bad)} sample(s) have a label outside [0, {call.axis_len}) "

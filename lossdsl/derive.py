@@ -109,12 +109,24 @@ class _Differ:
         self.memo: dict[tuple[sp.Symbol, sp.Symbol, bool], sp.Expr] = {}
         value = lowered.value
         self.totals = [q for q in table.items.values() if q.op == "total"]
-        # Tbar_m = sum_i c_i dl_i/dT_m, a batch adjoint per total.
-        self.tbar = {q.symbol: table.adjoint(COEF * sp.diff(value, q.symbol)) for q in self.totals}
+        # Tbar_m = sum_i c_i dl_i/dT_m, a batch adjoint per total (per position for a
+        # per-class total: dl_i/dT_m[c] is then an element-level derivative).
+        self.tbar = {q.symbol: table.adjoint(COEF * self.partial(value, q)) for q in self.totals}
         self.tbar_of = {v: k for k, v in self.tbar.items() if isinstance(v, sp.Symbol)}
-        self.phi = COEF * value + sum(
-            (self.tbar[q.symbol] * q.expr for q in self.totals), sp.S.Zero
-        )
+        # Each sample sees its share of the totals: sum_m Tbar_m . (w_i h_m(i)), a row sum
+        # over the positions for per-class totals.
+        shares = [
+            table.row_sum(self.tbar[q.symbol] * q.expr)
+            if q.along
+            else self.tbar[q.symbol] * q.expr
+            for q in self.totals
+        ]
+        self.phi = COEF * value + sum(shares, sp.S.Zero)
+
+    def partial(self, expr: sp.Expr, total: Quantity) -> sp.Expr:
+        """d expr / d T, also through the row aggregates that hold T (at the current position
+        for a per-class T); other totals are held fixed."""
+        return self.d(expr, total.symbol, full=False)
 
     def d(self, expr: sp.Expr, x: sp.Symbol, full: bool) -> sp.Expr:
         """Total derivative of `expr` w.r.t. `x` at the current element / sample."""
@@ -192,17 +204,31 @@ class _Differ:
                 continue
             j2 = self.jacobian(q2, x, full)
             if j2 != 0:
+                if self.table.items[q2].along:
+                    self._mixed_per_class()
                 out += lift(df) * j2
         return out
+
+    def _mixed_per_class(self) -> None:
+        # d T[c'] / d x[c] for every c' of the row: the Hessian diagonal would need a C x C
+        # block per row. Only the position's own T[c] is supported.
+        raise DerivationError(
+            "the Hessian diagonal through a per-class total that a row function (sum[C], "
+            "softmax[C], a gather, ...) mixes across the axis is not supported",
+            self.lowered.loss.span,
+            self.lowered.loss.source,
+            "use per-class totals position by position (mean[C](f(total(x)))), with an "
+            "elementwise x, or a grand total total(sum[C](x))",
+        )
 
     def _adjoint_jacobian(self, q: Quantity, x: sp.Symbol) -> sp.Expr:
         total = self.tbar_of.get(q.symbol)
         if total is None:
             return sp.S.Zero  # a second-order adjoint: only needed to first order
-        value = self.lowered.value
-        out = self.d(COEF * sp.diff(value, total), x, full=False)
+        first = self.partial(self.lowered.value, self.table.items[total])
+        out = self.d(COEF * first, x, full=False)
         for other in self.totals:
-            v = self.table.adjoint(COEF * sp.diff(value, total, other.symbol))
+            v = self.table.adjoint(COEF * self.partial(first, other))
             if v != 0:
                 out += v * self.jacobian(other.symbol, x, True)
         return out

@@ -135,10 +135,7 @@ class _Lowerer:
             gathered = self.table.gather(self.expr(e.arg), self.expr(e.index))
             return P.stabilize(gathered)
         if isinstance(e, ir.Total):
-            arg = self.expr(e.arg)
-            if e.axis is not None:  # TEMP: per-class totals next
-                arg = AXIS_FUNCTIONS["sum"].build(self, arg)
-            return self.table.total(arg)
+            return self.table.total(self.expr(e.arg))
         return self._inline(e)
 
     def _apply(self, e: ir.Apply) -> sp.Expr:

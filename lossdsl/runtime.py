@@ -156,6 +156,7 @@ def run_phases(
     blocks: int,
     threads: int,
     weighted_mean: bool,
+    axis_len: int = 0,
 ) -> tuple[float, float]:
     """Run an entry point's phases over `blocks` fixed blocks; returns (value, bad rows).
 
@@ -166,10 +167,11 @@ def run_phases(
     previous = [_NO_PARTS, _NO_PARTS]
     result: tuple[float, float, float] = (0.0, 0.0, 1.0)
     parts = _NO_PARTS
-    for k, (suffix, width, always) in enumerate(module.PHASES[entry]):
+    for k, (suffix, width, per_class, always) in enumerate(module.PHASES[entry]):
         if not (always or weighted_mean):
             continue
-        parts = workspace((module.__name__, entry, k), (blocks, width))
+        # Per-class totals take one column per position of the axis.
+        parts = workspace((module.__name__, entry, k), (blocks, width + per_class * axis_len))
         args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
         if threads <= 1 or blocks < 2:
             result = run_kernel(module, entry + suffix, args)

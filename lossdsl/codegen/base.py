@@ -271,6 +271,11 @@ class Entry:
     has_gather: bool
 
 
+def vector_name(q: Quantity) -> str:
+    """The array that holds a per-class batch quantity along the axis."""
+    return f"_vec{q.symbol.name[2:]}"
+
+
 class BodyEmitter:
     """Prints the per-sample computation of a `Derived` bundle for one dtype."""
 
@@ -289,12 +294,16 @@ class BodyEmitter:
         self.printer = KernelPrinter(dtype, functions, target)
         self.quantities = {q.symbol: q for q in derived.quantities}
         self.argmax_of = {q.index: q for q in derived.quantities if q.op == "argmax"}
-        self.elements = self.lowered.element_symbols
+        # Per-class totals and their adjoints vary along the axis like inputs do; each is read
+        # from a vector (`vector_name`) that the batch phases fill.
+        self.along = [q for q in derived.quantities if q.along]
+        self.elements = self.lowered.element_symbols | {q.symbol for q in self.along}
         self.index = self.lowered.index
         self._temps = 0
         self._levels: dict[sp.Symbol, int] = {}
         self.arrays = {s: f"_a_{n}" for n, s in self.lowered.inputs.items()}
         self.arrays.update({s: f"_p_{n}" for n, s in self.lowered.params.items()})
+        self.arrays.update({q.symbol: vector_name(q) for q in self.along})
         # Row-sum summands that a later element loop needs again, by the array (shaped like
         # the row) that keeps them in between: `exp(x - max)` of a softmax is computed once.
         self.memo: dict[sp.Expr, str] = {}
@@ -408,7 +417,7 @@ class BodyEmitter:
             array = self.arrays[s]
             if s in self.elements:
                 pos = at if at is not None else lay.element
-                if s in self.lowered.params.values():
+                if s not in self.lowered.inputs.values():  # a parameter or a per-class total
                     lines.append(f"{indent}{self.name(s)} = {array}[{pos}]")
                 else:
                     lines.append(f"{indent}{self.name(s)} = {array}[{lay.sample}, {pos}]")

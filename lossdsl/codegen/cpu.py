@@ -25,6 +25,7 @@ from lossdsl.codegen.base import (
     Layout,
     helper_constants,
     literal,
+    vector_name,
 )
 from lossdsl.codegen.names import DTYPES, MODES, entry_name
 from lossdsl.derive import COEF, Derived
@@ -532,7 +533,12 @@ class _Kernel:
         self.dtype = dtype
         self.em = _CpuBody(derived, dtype, FUNCTIONS, NAME, Layout(sample="_iu"))
         e = self.em.entry(mode)
-        self.grads, self.hess, self.totals, self.adjoints = e.grads, e.hess, e.totals, e.adjoints
+        self.grads, self.hess = e.grads, e.hess
+        # Scalar totals and adjoints get one block-sum column each, per-class ones `_nc`.
+        self.totals = [q for q in e.totals if not q.along]
+        self.adjoints = [q for q in e.adjoints if not q.along]
+        self.vtotals = [q for q in e.totals if q.along]
+        self.vadjoints = [q for q in e.adjoints if q.along]
         self.has_gather = e.has_gather
         self.along_axis = any(i.axis for i in self.loss.inputs)
 
@@ -543,16 +549,18 @@ class _Kernel:
         args += [f"_g_{n}" for n in self.grads] + [f"_h_{n}" for n in self.hess]
         return ", ".join(args)
 
-    def plan(self, suffixes: tuple[str, ...]) -> tuple[tuple[str, int, bool], ...]:
-        """Per phase: suffix, columns of its block sums, and whether it runs on every call
-        (the weight-sum pre-pass is otherwise only needed for a weighted mean)."""
+    def plan(self, suffixes: tuple[str, ...]) -> tuple[tuple[str, int, int, bool], ...]:
+        """Per phase: suffix, columns of its block sums (fixed, and per position of the axis),
+        and whether it runs on every call (the weight-sum pre-pass is otherwise only needed
+        for a weighted mean)."""
         widths = {"_pre": len(self.totals) + 1, "_adj": len(self.adjoints), "": 2}
-        always = {"_pre": bool(self.totals), "_adj": True, "": True}
-        return tuple((s, widths[s], always[s]) for s in suffixes)
+        per_class = {"_pre": len(self.vtotals), "_adj": len(self.vadjoints), "": 0}
+        always = {"_pre": bool(self.totals or self.vtotals), "_adj": True, "": True}
+        return tuple((s, widths[s], per_class[s], always[s]) for s in suffixes)
 
     def phases(self) -> dict[str, list[str]]:
         out = {"_pre": self._prologue() + self._pre_pass()}
-        if self.adjoints:
+        if self.adjoints or self.vadjoints:
             out["_adj"] = self._prologue() + self._batch_scalars() + self._adjoint_pass()
         out[""] = self._prologue() + self._batch_scalars() + self._main_pass()
         return out
@@ -577,6 +585,7 @@ class _Kernel:
             "    _scale = 1.0 / _W if _mode == 0 else 1.0",
             f"    _scalef = {em.cast('_scale')}",
         ]
+        out += self._vectors_from("_P0", k + 1, self.vtotals)
         if self.adjoints:
             out += [f"    _y{j} = 0.0" for j in range(len(self.adjoints))]
             out += ["    for _b in range(_P1.shape[0]):"]
@@ -584,6 +593,22 @@ class _Kernel:
             out += [
                 f"    {em.name(q.symbol)} = {em.cast(f'_y{j}')}"
                 for j, q in enumerate(self.adjoints)
+            ]
+        out += self._vectors_from("_P1", len(self.adjoints), self.vadjoints)
+        return out
+
+    def _vectors_from(self, parts: str, first: int, qs: Sequence[Quantity]) -> list[str]:
+        """Per-class quantities: block sums of `_nc` columns each from column `first` of
+        `parts`, added in block order in float64, then in the kernel dtype."""
+        out = []
+        for m, q in enumerate(qs):
+            vec = vector_name(q)
+            out += [
+                f"    {vec}x = np.zeros(_nc)",
+                f"    for _b in range({parts}.shape[0]):",
+                "        for _c in range(_nc):",
+                f"            {vec}x[_c] += {parts}[_b, {first} + {m} * _nc + _c]",
+                f"    {vec} = {vec}x" if self.dtype == "f64" else f"    {vec} = {vec}x.astype(np.float32)",
             ]
         return out
 
@@ -614,7 +639,7 @@ class _Kernel:
         lines += em.assign(targets, indent)
         return lines
 
-    def _blocks(self, accs: Sequence[str], body: list[str]) -> list[str]:
+    def _blocks(self, accs: Sequence[str], body: list[str], vectors: bool = False) -> list[str]:
         """Blocks [_b0, _b1): each summed in chunks (dtype lanes), chunks in float64, in order.
 
         `body` is the per-sample code (indented for the innermost loop); it leaves each
@@ -628,6 +653,9 @@ class _Kernel:
             "        _hi = min(_n, _lo + _block)",
         ]
         out += [f"        {a} = 0.0" for a in accs]
+        if vectors:  # per-class sums go straight to their columns, sample by sample
+            out += [f"        for _c in range({len(accs)}, _parts.shape[1]):"]
+            out += ["            _parts[_b, _c] = 0.0"]
         out += [f"        for _j in range(_lo, _hi, {chunk}):"]
         out += [f"            {a}c = {zero}" for a in accs]
         out += [f"            for _i in range(_j, min(_hi, _j + {chunk})):"]
@@ -664,8 +692,33 @@ class _Kernel:
         body += self._sample(targets, ind, done)
         body += [f"{ind}_tot{j}_i = _tot{j}_v if _keep else {zero}" for j in range(len(targets))]
         body.append(f"{ind}_totw_i = _w")
+        body += self._vector_sums(self.vtotals, len(targets) + 1, ind, done)
         accs = [f"_tot{j}" for j in range(len(self.totals))] + ["_totw"]
-        return [*self._blocks(accs, body), "    return 0.0, 0.0, 1.0"]
+        blocks = self._blocks(accs, body, bool(self.vtotals))
+        return [*blocks, "    return 0.0, 0.0, 1.0"]
+
+    def _vector_sums(
+        self, qs: Sequence[Quantity], first: int, indent: str, done: set[sp.Symbol]
+    ) -> list[str]:
+        """Add a kept sample's per-class terms to columns `first + m * _nc + c` of its block."""
+        if not qs:
+            return []
+        em = self.em
+        inner = indent + "    "
+        defs, hoisted = em.hoist([q.expr for q in qs])
+        lines = [f"{indent}if _keep:"]
+        lines += self._sample([(em.name(s), e) for s, e in defs], inner, set(done))
+        lines += em.row_block(hoisted, inner, set(done))
+        used = set().union(*(e.free_symbols for e in hoisted))
+        lines.append(f"{inner}for _c in range(_nc):")
+        lines += em.loads(used & em.elements, inner + "    ")
+        terms = [(f"_vs{m}", e) for m, e in enumerate(hoisted)]
+        lines += em.assign(terms, inner + "    ")
+        lines += [
+            f"{inner}    _parts[_b, {first} + {m} * _nc + _c] += np.float64(_vs{m})"
+            for m in range(len(qs))
+        ]
+        return lines
 
     def _adjoint_pass(self) -> list[str]:
         ind = " " * 16
@@ -675,8 +728,10 @@ class _Kernel:
         body += self._sample(targets, ind, done)
         zero = self.em.lit(0)
         body += [f"{ind}_a{j}_i = _u{j} if _keep else {zero}" for j in range(len(self.adjoints))]
+        body += self._vector_sums(self.vadjoints, len(self.adjoints), ind, done)
         accs = [f"_a{j}" for j in range(len(self.adjoints))]
-        return [*self._blocks(accs, body), "    return 0.0, 0.0, 1.0"]
+        blocks = self._blocks(accs, body, bool(self.vadjoints))
+        return [*blocks, "    return 0.0, 0.0, 1.0"]
 
     def _main_pass(self) -> list[str]:
         ind = " " * 16
