@@ -22,6 +22,7 @@ from lossdsl.codegen.base import (
     BodyEmitter,
     KernelSource,
     helper_constants,
+    vector_name,
 )
 from lossdsl.codegen.names import DTYPES, MODES, entry_name
 from lossdsl.derive import COEF, Derived
@@ -86,6 +87,24 @@ def _finish(_P, _S, _off):
     if _tid == 0:
         for _j in range(_k):
             _S[_off + _j] = _sh[0, _j]
+"""
+
+# Per-class totals: one block per column of the rows' terms, added in a fixed order.
+_COLSUM = """
+
+@cuda.jit(**_JIT)
+def _colsum(_PV, _V, _off):
+    _sh = cuda.shared.array((MAX_THREADS, _NSH), np.float64)
+    _tid = cuda.threadIdx.x
+    _j = cuda.blockIdx.x
+    _s = 0.0
+    for _r in range(_tid, _PV.shape[0], cuda.blockDim.x):
+        _s += _PV[_r, _j]
+    _sh[_tid, 0] = _s
+    cuda.syncthreads()
+    _block_sum(_sh, 1)
+    if _tid == 0:
+        _V[_off + _j] = _sh[0, 0]
 """
 
 # Stable forms on device math, once per dtype (beside base.SHARED_HELPERS).
@@ -188,6 +207,8 @@ def generate(derived: Derived) -> KernelSource:
             parts.append(kernel.text())
             columns = max(columns, kernel.em.columns, len(kernel.totals) + 1, len(kernel.adjoints))
             entries.append(name)
+    if any(q.along for q in derived.quantities):
+        parts.append(_COLSUM)
     header = _HEADER.format(loss=loss.name, threads=THREADS, columns=columns)
     return KernelSource(loss.name, NAME, header + "\n".join(parts) + "\n", tuple(entries))
 
@@ -201,7 +222,12 @@ class _Kernel:
         self.name = name
         self.em = RowEmitter(derived, dtype)
         e = self.em.entry(mode)
-        self.grads, self.hess, self.totals, self.adjoints = e.grads, e.hess, e.totals, e.adjoints
+        self.grads, self.hess = e.grads, e.hess
+        # Per-class totals and adjoints live in the vector `_V`, `_nc` slots each.
+        self.totals = [q for q in e.totals if not q.along]
+        self.adjoints = [q for q in e.adjoints if not q.along]
+        self.vtotals = [q for q in e.totals if q.along]
+        self.vadjoints = [q for q in e.adjoints if q.along]
         self.has_gather = e.has_gather
         self.inputs = [f"_a_{i.name}" for i in self.loss.inputs]
         self.inputs += [f"_p_{p.name}" for p in self.loss.params]
@@ -217,9 +243,17 @@ class _Kernel:
     def _v_slot(self) -> int:
         return len(self.totals) + 1 + len(self.adjoints)
 
+    @property
+    def vectors(self) -> bool:
+        return bool(self.vtotals or self.vadjoints)
+
+    def _kernel_args(self) -> list[str]:
+        vec = ["_V", "_PV"] if self.vectors else []
+        return [*self.inputs, "_sw", "_mode", "_G", "_S", "_P", *vec, *self.outputs]
+
     def text(self) -> str:
         body = [self._pass("a", self._totals_body()), self._pass("m", self._main_body())]
-        if self.adjoints:
+        if self.adjoints or self.vadjoints:
             body.insert(1, self._pass("b", self._adjoint_body()))
         return "\n".join(body) + self._launcher()
 
@@ -227,26 +261,42 @@ class _Kernel:
 
     def _launcher(self) -> str:
         args = ", ".join([*self.inputs, "_sw", "_mode", "_geom", *self.outputs])
-        kargs = ", ".join([*self.inputs, "_sw", "_mode", "_G", "_S", "_P", *self.outputs])
+        kargs = ", ".join(self._kernel_args())
         weighted = "True" if self.loss.weight is not None else "False"
-        need_a = "True" if self.totals else "_mode == 0 and _weighted"
+        need_a = "True" if self.totals or self.vtotals else "_mode == 0 and _weighted"
         v = self._v_slot
+        nt, na = len(self.vtotals), len(self.vadjoints)
         out = [
             f"\n\ndef {self.name}({args}):",
             "    _G, _tpb, _nb = _geom",
             f"    _S = cuda.to_device(np.zeros({v + 3}))",
             f"    _weighted = {weighted} or _sw.shape[0] > 0",
+        ]
+        if self.vectors:
+            # Per-class sums: each row writes its terms to its row of _PV, and `_colsum` adds
+            # each column in a fixed order (one block per column) into _V.
+            axis_input = next(f"_a_{i.name}" for i in self.loss.inputs if i.axis)
+            out += [
+                f"    _n, _nc = {self.inputs[0]}.shape[0], {axis_input}.shape[1]",
+                f"    _V = cuda.device_array({nt + na} * _nc, np.{self._np_dtype})",
+                f"    _PV = cuda.device_array((_n, {max(nt, na)} * _nc), np.float64)",
+            ]
+        out += [
             f"    if {need_a}:",
             f"        _P = cuda.device_array((_nb, {len(self.totals) + 1}), np.float64)",
             f"        _{self.name}_a[_nb, _tpb]({kargs})",
             "        _finish[1, _tpb](_P, _S, 0)",
         ]
-        if self.adjoints:
+        if self.vtotals:
+            out.append(f"        _colsum[{nt} * _nc, _tpb](_PV, _V, 0)")
+        if self.adjoints or self.vadjoints:
             out += [
                 f"    _P = cuda.device_array((_nb, {len(self.adjoints)}), np.float64)",
                 f"    _{self.name}_b[_nb, _tpb]({kargs})",
                 f"    _finish[1, _tpb](_P, _S, {self._w_slot + 1})",
             ]
+        if self.vadjoints:
+            out.append(f"    _colsum[{na} * _nc, _tpb](_PV, _V, {nt} * _nc)")
         out += [
             "    _P = cuda.device_array((_nb, 2), np.float64)",
             f"    _{self.name}_m[_nb, _tpb]({kargs})",
@@ -256,12 +306,16 @@ class _Kernel:
         ]
         return "\n".join(out) + "\n"
 
+    @property
+    def _np_dtype(self) -> str:
+        return "float32" if self.em.dtype == "f32" else "float64"
+
     # -- device side --------------------------------------------------------------------------
 
     def _pass(self, tag: str, body: tuple[list[str], list[str], list[str]]) -> str:
         """A kernel: setup, a grid-stride loop over row groups, a block reduction of `accs`."""
         setup, rows, accs = body
-        args = ", ".join([*self.inputs, "_sw", "_mode", "_G", "_S", "_P", *self.outputs])
+        args = ", ".join(self._kernel_args())
         out = [
             f"\n\n@cuda.jit(**_JIT)\ndef _{self.name}_{tag}({args}):",
             "    _sh = cuda.shared.array((MAX_THREADS, _NSH), np.float64)",
@@ -280,12 +334,15 @@ class _Kernel:
             "            _i = _n - 1",
             "        _own = _live and _lane == 0",
             *rows,
-            *[f"    _sh[_tid, {j}] = {a}" for j, a in enumerate(accs)],
-            "    cuda.syncthreads()",
-            f"    _block_sum(_sh, {len(accs)})",
-            "    if _tid == 0:",
-            *[f"        _P[cuda.blockIdx.x, {j}] = _sh[0, {j}]" for j in range(len(accs))],
         ]
+        if accs:  # an adjoint pass of per-class adjoints alone has no block sums
+            out += [
+                *[f"    _sh[_tid, {j}] = {a}" for j, a in enumerate(accs)],
+                "    cuda.syncthreads()",
+                f"    _block_sum(_sh, {len(accs)})",
+                "    if _tid == 0:",
+                *[f"        _P[cuda.blockIdx.x, {j}] = _sh[0, {j}]" for j in range(len(accs))],
+            ]
         return "\n".join(out)
 
     def _prologue(self) -> list[str]:
@@ -344,22 +401,52 @@ class _Kernel:
         accs = [f"_acc{j}" for j in range(len(self.totals))] + ["_accw"]
         rows += [f"            _acc{j} += _x{j}" for j in range(len(self.totals))]
         rows.append("            _accw += _w")
+        rows += self._vector_terms(self.vtotals, done)
         return [], rows, accs
+
+    def _vector_terms(self, qs: Sequence[Quantity], done: set[sp.Symbol]) -> list[str]:
+        """A row's terms of per-class sums into its row of _PV (zeros for a zero weight)."""
+        if not qs:
+            return []
+        em = self.em
+        defs, hoisted = em.hoist([q.expr for q in qs])
+        lines = self._sample([(em.name(s), e) for s, e in defs], done)
+        lines += em.row_block(hoisted, "        ", done)  # every lane takes part
+        inner = "                "
+        used = set().union(*(e.free_symbols for e in hoisted))
+        lines += ["        if _live:", "            " + em.element_loop()]
+        lines += em.loads(used & em.elements, inner)
+        lines += em.assign([(f"_vs{m}", e) for m, e in enumerate(hoisted)], inner)
+        lines += [
+            f"{inner}_PV[_i, {m} * _nc + _c] = _vs{m} if _w != 0 else 0.0" for m in range(len(qs))
+        ]
+        return lines
+
+    def _vector_views(self, qs: Sequence[Quantity], first: int) -> list[str]:
+        return [
+            f"    {vector_name(q)} = _V[{first + m} * _nc : {first + m + 1} * _nc]"
+            for m, q in enumerate(qs)
+        ]
 
     def _adjoint_body(self) -> tuple[list[str], list[str], list[str]]:
         setup = self._batch_values(self.totals, 0) + self._scale()
+        setup += self._vector_views(self.vtotals, 0)
         done: set[sp.Symbol] = set()
         rows = self._sample([("_wv", self.d.weight)], done) + self._weight()
         targets = [(f"_y{j}", q.expr) for j, q in enumerate(self.adjoints)]
         rows += self._sample(targets, done)
-        rows.append("        if _own and _w != 0:")
-        rows += [f"            _acc{j} += _y{j}" for j in range(len(self.adjoints))]
+        if self.adjoints:
+            rows.append("        if _own and _w != 0:")
+            rows += [f"            _acc{j} += _y{j}" for j in range(len(self.adjoints))]
+        rows += self._vector_terms(self.vadjoints, done)
         return setup, rows, [f"_acc{j}" for j in range(len(self.adjoints))]
 
     def _main_body(self) -> tuple[list[str], list[str], list[str]]:
         setup = self._batch_values(self.totals, 0)
         setup += self._batch_values(self.adjoints, self._w_slot + 1)
         setup += self._scale()
+        setup += self._vector_views(self.vtotals, 0)
+        setup += self._vector_views(self.vadjoints, len(self.vtotals))
         setup += [
             "    if cuda.blockIdx.x == 0 and _tid == 0:",
             f"        _S[{self._v_slot + 2}] = _scale",
