@@ -194,6 +194,7 @@ class Loss:
         reduction: str | None = None,
         sample_weight: Any = None,
         out: Any = None,
+        cotangent: Any = None,
         **kw: Any,
     ) -> tuple[Any, Any]:
         """(value, gradient); several `wrt` inputs give a tuple of gradients.
@@ -201,8 +202,12 @@ class Loss:
         `out` (an array shaped and typed like the differentiated input, C-contiguous; a tuple of
         them for several `wrt` inputs) receives the gradient and is returned: a training loop
         that passes the same `out` every step allocates nothing.
+
+        `cotangent` (with reduction='none' only; broadcast to the batch shape) gives the
+        vector-Jacobian product: the gradient of sum_i cotangent_i * out_i, where out_i are the
+        per-sample outputs returned as the value (batch totals included exactly).
         """
-        value, grads, _ = self._run("grad", args, kw, reduction, sample_weight, out)
+        value, grads, _ = self._run("grad", args, kw, reduction, sample_weight, out, cotangent)
         return value, grads
 
     def grad(
@@ -211,10 +216,11 @@ class Loss:
         reduction: str | None = None,
         sample_weight: Any = None,
         out: Any = None,
+        cotangent: Any = None,
         **kw: Any,
     ) -> Any:
-        """The gradient only; `out` as for `value_and_grad`."""
-        return self._run("grad", args, kw, reduction, sample_weight, out)[1]
+        """The gradient only; `out` and `cotangent` as for `value_and_grad`."""
+        return self._run("grad", args, kw, reduction, sample_weight, out, cotangent)[1]
 
     def hessian_diag(
         self,
@@ -222,20 +228,28 @@ class Loss:
         reduction: str | None = None,
         sample_weight: Any = None,
         out: Any = None,
+        cotangent: Any = None,
         **kw: Any,
     ) -> Any:
         """Diagonal of the Hessian of the reduced loss, shaped like each `wrt` input.
 
         `out` receives it (as for `value_and_grad`); the gradient computed alongside goes to a
-        reused per-thread scratch array.
+        reused per-thread scratch array. With `cotangent`, the Hessian diagonal of
+        sum_i cotangent_i * out_i.
         """
-        return self._run("hess", args, kw, reduction, sample_weight, out)[2]
+        return self._run("hess", args, kw, reduction, sample_weight, out, cotangent)[2]
 
     def value_grad_hess(
-        self, *args: Any, reduction: str | None = None, sample_weight: Any = None, **kw: Any
+        self,
+        *args: Any,
+        reduction: str | None = None,
+        sample_weight: Any = None,
+        cotangent: Any = None,
+        **kw: Any,
     ) -> tuple[Any, Any, Any]:
-        """Value, gradient and Hessian diagonal from one fused pass."""
-        return self._run("hess", args, kw, reduction, sample_weight, None, fresh=True)
+        """Value, gradient and Hessian diagonal from one fused pass (`cotangent` as for
+        `value_and_grad`)."""
+        return self._run("hess", args, kw, reduction, sample_weight, None, cotangent, fresh=True)
 
     def _run(
         self,
@@ -245,14 +259,16 @@ class Loss:
         reduction: str | None,
         weight: Any,
         out: Any = None,
+        cotangent: Any = None,
         fresh: bool = False,
     ) -> tuple[Any, Any, Any]:
         if self.target == "cuda":
             from lossdsl import device  # device imports this module
 
-            return device.run(self, mode, args, kw, reduction, weight, out)
+            return device.run(self, mode, args, kw, reduction, weight, out, cotangent)
         wrt = self.definition.wrt
-        key = _plan_key(mode, args, kw, reduction, weight, out)
+        # A call with a cotangent is validated in full every time (no plan).
+        key = None if cotangent is not None else _plan_key(mode, args, kw, reduction, weight, out)
         plan = self._plans.get(key) if key is not None else None
         if plan is not None:
             # Same shapes, dtypes, parameters and out= layout as a validated call: only the
@@ -261,6 +277,7 @@ class Loss:
             given = _as_list(out) if out is not None else None
         else:
             call = _bind(self.definition, args, kw, reduction, weight)
+            call.ct = _cotangent(self.definition, call, cotangent)
             given = _outputs(call, wrt, out) if out is not None else None
             if key is not None and call.reusable(args):
                 if len(self._plans) >= _MAX_PLANS:  # shapes that keep changing: start over
@@ -297,7 +314,7 @@ class Loss:
         wrt = self.definition.wrt
         flat = [a.reshape(call.flat_shape(x)) for a, x in zip(grads, wrt, strict=False)]
         flat += [a.reshape(call.flat_shape(x)) for a, x in zip(hess, wrt, strict=False)]
-        head = (*call.arrays, *call.params, call.sw, call.mode, block)
+        head = (*call.arrays, *call.params, call.sw, call.ct, call.mode, block)
         tail = (None if result is None else result.reshape(n), *flat)
         weighted = call.sw is not None or self.definition.weight is not None
         weighted_mean = call.mode == 0 and weighted
@@ -404,6 +421,8 @@ class _Call:
     axis_inputs: frozenset[str]
     # The parameters whose value is their default (the kernel may have them as constants).
     defaults: Fixed = ()
+    # Per-sample cotangent of a vector-Jacobian product (reduction 'none' only).
+    ct: np.ndarray | None = None
 
     def shape_of(self, name: str) -> tuple[int, ...]:
         return self.shapes[name]
@@ -483,6 +502,36 @@ def _bind(
     return _Call(
         dtype, dtag, batch, n, axis_len, flat, params, sw, mode, shapes, axis_inputs, defaults
     )
+
+
+def cotangent_reduction(loss: ir.LossDef, call: _Call) -> None:
+    """A cotangent weighs per-sample outputs: only reduction 'none' has them."""
+    if call.mode != _MODES["none"]:
+        raise SpecShapeError(
+            f"cotangent= needs reduction='none' (loss '{loss.name}' reduces to one number)",
+            hint="pass reduction='none': the cotangent weighs each per-sample output",
+        )
+
+
+def _cotangent(loss: ir.LossDef, call: _Call, cotangent: Any) -> np.ndarray | None:
+    """Validate `cotangent=`: reduction 'none', real numbers, broadcastable to the batch."""
+    if cotangent is None:
+        return None
+    cotangent_reduction(loss, call)
+    c = np.asarray(cotangent)
+    if c.dtype.kind not in "fiub":
+        raise SpecShapeError(
+            f"cotangent= must hold real numbers, got dtype {c.dtype}",
+            hint=f"convert it, e.g. np.asarray(cotangent, dtype=np.{call.dtype})",
+        )
+    try:
+        shaped = np.broadcast_to(c.astype(call.dtype, copy=False), call.batch)
+    except ValueError:
+        raise SpecShapeError(
+            f"cotangent of shape {c.shape} does not broadcast to the batch shape {call.batch}",
+            hint="give one value per sample: the shape of the per-sample output",
+        ) from None
+    return np.ascontiguousarray(shaped).reshape(call.n)
 
 
 def _assign_inputs(loss: ir.LossDef, args: tuple[Any, ...], kw: dict[str, Any]) -> dict[str, Any]:

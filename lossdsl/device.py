@@ -67,6 +67,7 @@ def run(
     reduction: str | None,
     weight: Any,
     out: Any = None,
+    cotangent: Any = None,
 ) -> tuple[Any, Any, Any]:
     """`Loss._run` for the CUDA target: (value, gradients, Hessian diagonals).
 
@@ -81,8 +82,7 @@ def run(
     if out is not None:
         raise UnsupportedError("out= is not supported on target 'cuda'", hint="drop out=")
     given = [*args, *(kw[i.name] for i in loss.definition.inputs if i.name in kw)]
-    if weight is not None:
-        given.append(weight)
+    given += [x for x in (weight, cotangent) if x is not None]
     on_device = [is_device_array(x) for x in given]
     if any(on_device) and not all(on_device):
         raise SpecShapeError(
@@ -98,12 +98,15 @@ def run(
     tuning = SIMULATOR if getattr(config, "ENABLE_CUDASIM", False) else GPU
     if all(on_device) and given:
         call = _bind_device(loss, args, kw, reduction, weight)
+        call.ct = _device_cotangent(loss, call, cotangent)
         like = _allocator(given[0])
         return _launch(loss, mode, call, tuning, like, lambda a: a)
     call = api._bind(loss.definition, args, kw, reduction, weight)
     call.arrays = [cuda.to_device(np.ascontiguousarray(a)) for a in call.arrays]
     call.params = [cuda.to_device(p) if isinstance(p, np.ndarray) else p for p in call.params]
     call.sw = cuda.to_device(call.sw if call.sw is not None else np.empty(0, call.dtype))
+    ct = api._cotangent(loss.definition, call, cotangent)
+    call.ct = cuda.to_device(ct if ct is not None else np.empty(0, call.dtype))
     return _launch(
         loss, mode, call, tuning, lambda s, d: cuda.device_array(s, d), lambda a: a.copy_to_host()
     )
@@ -121,7 +124,7 @@ def _launch(
         module = loss._kernels()
         geom = geometry(call.n, call.axis_len, module.MAX_THREADS, tuning)
         entry = entry_name(mode, call.dtag)
-        args = (*call.arrays, *call.params, call.sw, call.mode, geom, _view(out))
+        args = (*call.arrays, *call.params, call.sw, call.ct, call.mode, geom, _view(out))
         args += tuple(_view(a) for a in grads + hess)
         value, bad = runtime.run_kernel(module, entry, args)
         if bad:
@@ -213,6 +216,23 @@ def _bind_device(
     axis_inputs = frozenset(i.name for i in d.inputs if i.axis)
     mode = api._reduction(d, reduction)
     return api._Call(dtype, dtag, batch, n, axis_len, flat, params, sw, mode, shapes, axis_inputs)
+
+
+def _device_cotangent(loss: Loss, call: Any, cotangent: Any) -> Any:
+    """A device cotangent: reduction 'none', the batch shape and the inputs' dtype."""
+    from numba import cuda
+
+    if cotangent is None:
+        return cuda.device_array(0, call.dtype)
+    api.cotangent_reduction(loss.definition, call)
+    ct = _view(cotangent)
+    if tuple(ct.shape) != call.batch or ct.dtype != call.dtype:
+        raise SpecShapeError(
+            f"device cotangent has shape {tuple(ct.shape)} and dtype {ct.dtype}; "
+            f"it needs the batch shape {call.batch} and dtype {call.dtype}",
+            hint="device cotangents are not broadcast or converted",
+        )
+    return _flat(loss, "cotangent", ct, call.n, 0)
 
 
 def _device_dtype(d: Any, given: dict[str, Any]) -> np.dtype[Any]:

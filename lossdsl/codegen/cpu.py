@@ -545,7 +545,7 @@ class _Kernel:
     def signature(self) -> str:
         loss = self.loss
         args = [f"_a_{i.name}" for i in loss.inputs] + [f"_p_{p.name}" for p in loss.params]
-        args += ["_sw", "_mode", "_block", "_b0", "_b1", "_P0", "_P1", "_parts", "_out"]
+        args += ["_sw", "_ct", "_mode", "_block", "_b0", "_b1", "_P0", "_P1", "_parts", "_out"]
         args += [f"_g_{n}" for n in self.grads] + [f"_h_{n}" for n in self.hess]
         return ", ".join(args)
 
@@ -677,7 +677,15 @@ class _Kernel:
             f"{indent}_keep = _w != {self.em.lit(0)}",
         ]
         if coef:
-            lines.append(f"{indent}{self.em.name(COEF)} = _w * _scalef")
+            # A cotangent (reduction 'none') scales each sample's share of the derivatives,
+            # not its weight in the totals.
+            coef_name = self.em.name(COEF)
+            lines += [
+                f"{indent}if _ct is None:",
+                f"{indent}    {coef_name} = _w * _scalef",
+                f"{indent}else:",
+                f"{indent}    {coef_name} = _w * _scalef * _ct[_iu]",
+            ]
         return lines
 
     def _pre_pass(self) -> list[str]:

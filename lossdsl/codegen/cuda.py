@@ -249,7 +249,7 @@ class _Kernel:
 
     def _kernel_args(self) -> list[str]:
         vec = ["_V", "_PV"] if self.vectors else []
-        return [*self.inputs, "_sw", "_mode", "_G", "_S", "_P", *vec, *self.outputs]
+        return [*self.inputs, "_sw", "_ct", "_mode", "_G", "_S", "_P", *vec, *self.outputs]
 
     def text(self) -> str:
         body = [self._pass("a", self._totals_body()), self._pass("m", self._main_body())]
@@ -260,7 +260,7 @@ class _Kernel:
     # -- host side ----------------------------------------------------------------------------
 
     def _launcher(self) -> str:
-        args = ", ".join([*self.inputs, "_sw", "_mode", "_geom", *self.outputs])
+        args = ", ".join([*self.inputs, "_sw", "_ct", "_mode", "_geom", *self.outputs])
         kargs = ", ".join(self._kernel_args())
         weighted = "True" if self.loss.weight is not None else "False"
         need_a = "True" if self.totals or self.vtotals else "_mode == 0 and _weighted"
@@ -349,6 +349,7 @@ class _Kernel:
         out = self.em.prologue(self.inputs[0])
         weighted = "True" if self.loss.weight is not None else "False"
         out += ["    _has_sw = _sw.shape[0] > 0", f"    _weighted = {weighted} or _has_sw"]
+        out += ["    _has_ct = _ct.shape[0] > 0"]
         return out
 
     def _batch_values(self, quantities: Sequence[Quantity], offset: int) -> list[str]:
@@ -386,7 +387,9 @@ class _Kernel:
     def _weight(self) -> list[str]:
         return [
             "        _w = _wv * (_sw[_i] if _has_sw else 1.0)",
-            f"        {self.em.name(COEF)} = {self.em.cast('_w * _scalef')}",
+            # A cotangent scales the sample's share of the derivatives, not its weight.
+            f"        {self.em.name(COEF)} = "
+            + self.em.cast("_w * _scalef * (_ct[_i] if _has_ct else 1.0)"),
         ]
 
     def _totals_body(self) -> tuple[list[str], list[str], list[str]]:
