@@ -592,9 +592,12 @@ def _no_total(e: ir.Expr, what: str, hint: str) -> None:
     stack = [e]
     while stack:
         cur = stack.pop()
-        inner = isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value)
-        if isinstance(cur, ir.Total) or inner:
-            where = f" (loss '{cur.loss.name}', called here, uses total())" if inner else ""
+        where = None
+        if isinstance(cur, ir.Total):
+            where = ""
+        elif isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value):
+            where = f" (loss '{cur.loss.name}', called here, uses total())"
+        if where is not None:
             raise UnsupportedError(f"{what} is not supported{where}", cur.span, hint=hint)
         stack.extend(_children(cur))
 

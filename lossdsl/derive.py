@@ -116,9 +116,7 @@ class _Differ:
         # Each sample sees its share of the totals: sum_m Tbar_m . (w_i h_m(i)), a row sum
         # over the positions for per-class totals.
         shares = [
-            table.row_sum(self.tbar[q.symbol] * q.expr)
-            if q.along
-            else self.tbar[q.symbol] * q.expr
+            table.row_sum(self.tbar[q.symbol] * q.expr) if q.along else self.tbar[q.symbol] * q.expr
             for q in self.totals
         ]
         self.phi = COEF * value + sum(shares, sp.S.Zero)

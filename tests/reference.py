@@ -1,7 +1,8 @@
 """An independent NumPy interpreter of checked losses: the reference for kernel tests.
 
 It evaluates `ir.LossDef` expressions directly with NumPy (axis reductions along the last
-dimension, gathers with take_along_axis, batch totals with a sum), sharing nothing with the
+dimension, gathers with take_along_axis, batch totals as sums over the batch weighted by each
+sample's frequency weight, keeping the axis; zero-weight samples left out), sharing nothing with the
 SymPy lowering, the derivation or the code generator. Gradients are then taken from it by
 finite differences, so a wrong symbolic derivative or a mis-printed kernel cannot hide.
 """
@@ -46,11 +47,13 @@ def reference_value(
     )
     values[("batch", "")] = batch
     with np.errstate(all="ignore"):
-        per_sample = np.broadcast_to(_eval(loss.value, values), (*batch, 1))[..., 0]
+        # Weights first: every batch total counts sample i w_i times.
         weight = _eval(loss.weight, values) if loss.weight is not None else 1.0
         w = np.broadcast_to(np.asarray(weight, np.float64), (*batch, 1))[..., 0]
         if sample_weight is not None:
             w = w * np.broadcast_to(np.asarray(sample_weight, np.float64), batch)
+        values[("weight", "")] = w
+        per_sample = np.broadcast_to(_eval(loss.value, values), (*batch, 1))[..., 0]
         mode = reduction or loss.reduction
         # Zero-weight samples are skipped, not multiplied (NaN in an ignored row stays out).
         contrib = np.where(w == 0, 0.0, w * per_sample)
@@ -79,7 +82,11 @@ def _eval(e: ir.Expr, env: Mapping[tuple[str, str], Any]) -> Any:
         return np.take_along_axis(x, safe, axis=-1)
     if isinstance(e, ir.Total):
         batch = env[("batch", "")]
-        return np.sum(np.broadcast_to(_eval(e.arg, env), (*batch, 1)))
+        x = _eval(e.arg, env)
+        x = np.broadcast_to(x, (*batch, np.shape(x)[-1] if np.ndim(x) else 1))
+        w = env[("weight", "")][..., None]
+        terms = np.where(w == 0, 0.0, w * x).reshape(-1, x.shape[-1])
+        return terms.sum(axis=0)  # per position of the axis: shape (C,) or (1,)
     if isinstance(e, ir.Inline):
         inner: dict[tuple[str, str], Any] = {}
         for inp, arg in zip(e.loss.inputs, e.args, strict=True):
@@ -92,6 +99,7 @@ def _eval(e: ir.Expr, env: Mapping[tuple[str, str], Any]) -> Any:
         if e.loss.axis is not None:
             inner[("axis", e.loss.axis)] = next(v for k, v in env.items() if k[0] == "axis")
         inner[("batch", "")] = env[("batch", "")]
+        inner[("weight", "")] = env[("weight", "")]
         return _eval(e.loss.value, inner)
     raise TypeError(type(e))
 

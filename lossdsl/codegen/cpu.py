@@ -608,7 +608,9 @@ class _Kernel:
                 f"    for _b in range({parts}.shape[0]):",
                 "        for _c in range(_nc):",
                 f"            {vec}x[_c] += {parts}[_b, {first} + {m} * _nc + _c]",
-                f"    {vec} = {vec}x" if self.dtype == "f64" else f"    {vec} = {vec}x.astype(np.float32)",
+                f"    {vec} = {vec}x"
+                if self.dtype == "f64"
+                else f"    {vec} = {vec}x.astype(np.float32)",
             ]
         return out
 
