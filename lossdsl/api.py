@@ -21,7 +21,13 @@ from lossdsl import ir, runtime
 from lossdsl.check import check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
 from lossdsl.codegen.names import entry_name
-from lossdsl.errors import SpecDomainError, SpecShapeError, UnknownLossError, did_you_mean
+from lossdsl.errors import (
+    DerivationError,
+    SpecDomainError,
+    SpecShapeError,
+    UnknownLossError,
+    did_you_mean,
+)
 from lossdsl.parse import parse_spec
 from lossdsl.registry import Registry
 
@@ -320,6 +326,8 @@ class Loss:
         weighted_mean = call.mode == 0 and weighted
         entry = entry_name(mode, call.dtag)
         module = self._kernels(call.defaults if self.specialize else ())
+        if mode == "hess":
+            hessian_supported(self.definition, module)
         value, bad = runtime.run_phases(
             module, entry, head, tail, blocks, threads, weighted_mean, call.axis_len
         )
@@ -502,6 +510,13 @@ def _bind(
     return _Call(
         dtype, dtag, batch, n, axis_len, flat, params, sw, mode, shapes, axis_inputs, defaults
     )
+
+
+def hessian_supported(loss: ir.LossDef, module: ModuleType) -> None:
+    """Raise the derivation's reason where a module has no Hessian entry points."""
+    error = getattr(module, "HESSIAN_ERROR", None)
+    if error is not None:
+        raise DerivationError(error[0], loss.span, loss.source, error[1])
 
 
 def cotangent_reduction(loss: ir.LossDef, call: _Call) -> None:

@@ -36,6 +36,9 @@ class Derived:
     weight: sp.Expr
     grads: tuple[tuple[str, sp.Expr], ...]
     hessians: tuple[tuple[str, sp.Expr], ...]
+    # (message, hint) when the Hessian diagonal is not supported (see _MixedPositions); the
+    # value and gradient still are, and the kernels raise it only when a Hessian is asked for.
+    hessian_error: tuple[str, str] | None = None
 
     def quantity(self, symbol: sp.Symbol) -> Quantity:
         return next(q for q in self.quantities if q.symbol == symbol)
@@ -60,10 +63,15 @@ def derive(lowered: Lowered, hessian: bool = True) -> Derived:
         g = differ.d(differ.phi, x, full=False)
         _check_size(g, lowered, name)
         grads.append((name, g))
-        if hessian:
-            h = differ.d(g, x, full=True)
-            _check_size(h, lowered, name)
-            hessians.append((name, h))
+    error = None
+    if hessian:
+        try:
+            for name, g in grads:
+                h = differ.d(g, lowered.inputs[name], full=True)
+                _check_size(h, lowered, name)
+                hessians.append((name, h))
+        except _MixedPositions as exc:
+            hessians, error = [], (exc.message, exc.hint or "")
     return Derived(
         lowered,
         tuple(table.items.values()),
@@ -71,7 +79,12 @@ def derive(lowered: Lowered, hessian: bool = True) -> Derived:
         lowered.weight,
         tuple(grads),
         tuple(hessians),
+        error,
     )
+
+
+class _MixedPositions(DerivationError):
+    """The Hessian diagonal would need d T[c'] / d x[c] for every c' of a per-class total."""
 
 
 def _check_size(expr: sp.Expr, lowered: Lowered, name: str) -> None:
@@ -210,7 +223,7 @@ class _Differ:
     def _mixed_per_class(self) -> None:
         # d T[c'] / d x[c] for every c' of the row: the Hessian diagonal would need a C x C
         # block per row. Only the position's own T[c] is supported.
-        raise DerivationError(
+        raise _MixedPositions(
             "the Hessian diagonal through a per-class total that a row function (sum[C], "
             "softmax[C], a gather, ...) mixes across the axis is not supported",
             self.lowered.loss.span,

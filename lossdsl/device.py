@@ -122,6 +122,8 @@ def _launch(
     value: Any = np.nan if call.mode == 0 else 0.0
     if call.n:
         module = loss._kernels()
+        if mode == "hess":
+            api.hessian_supported(loss.definition, module)
         geom = geometry(call.n, call.axis_len, module.MAX_THREADS, tuning)
         entry = entry_name(mode, call.dtag)
         args = (*call.arrays, *call.params, call.sw, call.ct, call.mode, geom, _view(out))

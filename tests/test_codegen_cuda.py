@@ -340,7 +340,9 @@ def ptx(monkeypatch: pytest.MonkeyPatch) -> Any:
     return lambda fn, sig: cuda.compile_ptx(fn, sig, cc=(8, 0))
 
 
-def _kernel_signature(loss: lossdsl.Loss, dtype: str, outputs: int) -> tuple[Any, ...]:
+def _kernel_signature(
+    loss: lossdsl.Loss, dtype: str, outputs: int, vectors: bool = False
+) -> tuple[Any, ...]:
     from numba import types
 
     f = types.float32 if dtype == "f32" else types.float64
@@ -351,24 +353,33 @@ def _kernel_signature(loss: lossdsl.Loss, dtype: str, outputs: int) -> tuple[Any
     ]
     for p in d.params:
         sig.append(types.Array(f, 1, "C") if p.axis else (types.int64 if p.kind == "int" else f))
-    sig += [types.Array(f, 1, "C"), types.int64, types.int64]
+    # sample weights, cotangent, mode, lanes per row
+    sig += [types.Array(f, 1, "C"), types.Array(f, 1, "C"), types.int64, types.int64]
     sig += [types.Array(types.float64, 1, "C"), types.Array(types.float64, 2, "C")]
+    if vectors:  # per-class totals: _V (kernel dtype) and the rows' terms _PV
+        sig += [types.Array(f, 1, "C"), types.Array(types.float64, 2, "C")]
     sig.append(types.Array(f, 1, "C"))
     for _ in range(outputs):
         sig += [types.Array(f, 2 if d.input(x).axis else 1, "C") for x in d.wrt]
     return tuple(sig)
 
 
-def _compile_all(name: str, ptx: Any) -> None:
+def _compile_all(name: str, ptx: Any, loss: lossdsl.Loss | None = None) -> None:
     from numba import types
 
-    loss = lossdsl.get(name, target="cuda")
+    loss = loss if loss is not None else lossdsl.get(name, target="cuda")
     module = loss._kernels()
     f64 = types.float64
     ptx(module._finish.py_func, (types.Array(f64, 2, "C"), types.Array(f64, 1, "C"), types.int64))
+    vectors = hasattr(module, "_colsum")
+    if vectors:
+        ptx(
+            module._colsum.py_func,
+            (types.Array(f64, 2, "C"), types.Array(f64, 1, "C"), types.int64),
+        )
     for dtype in ("f32", "f64"):
         for outputs, mode in enumerate(MODES):
-            sig = _kernel_signature(loss, dtype, outputs)
+            sig = _kernel_signature(loss, dtype, outputs, vectors)
             for tag in "abm":
                 kernel = getattr(module, f"_{mode}_{dtype}_{tag}", None)
                 if kernel is not None:
@@ -378,6 +389,15 @@ def _compile_all(name: str, ptx: Any) -> None:
 @pytest.mark.parametrize("name", _PTX_SPECS)
 def test_kernels_compile_for_cuda(name: str, ptx: Any) -> None:
     _compile_all(name, ptx)
+
+
+def test_per_class_total_kernels_compile_for_cuda(ptx: Any) -> None:
+    loss = lossdsl.compile(
+        "loss per_class(pred[C], target[C]):\n"
+        "    return mean[C](1 - 2 * total(pred * target) / (total(pred) + total(target)))\n",
+        target="cuda",
+    )
+    _compile_all("per_class", ptx, loss)
 
 
 @pytest.mark.slow

@@ -161,14 +161,33 @@ def test_per_class_totals_do_not_depend_on_thread_count(per_class: lossdsl.Loss)
     assert all(r == results[0] for r in results)
 
 
-def test_hessian_through_mixed_per_class_total_is_a_clear_error() -> None:
+@pytest.mark.torch
+def test_softmax_per_class_dice_gradient_and_hessian_error() -> None:
+    """Softmax inside a per-class total: exact value and gradient; the Hessian diagonal (which
+    would need every position's total per position) is a clear error, raised when asked for."""
+    torch = torch_or_skip()
+    loss = lossdsl.compile(
+        "loss soft_dice(z[C], target[C]):\n"
+        "    return mean[C](1 - 2 * total(softmax[C](z) * target) / "
+        "(total(softmax[C](z)) + total(target)))\n"
+    )
+    rng = np.random.default_rng(2)
+    z, t = rng.normal(size=(5, 3)), (rng.uniform(size=(5, 3)) > 0.5).astype(np.float64)
+    w = np.array([1.0, 0.0, 2.0, 1.0, 0.5])
+    tt, wt = torch.tensor(t), torch.tensor(w)[:, None]
+
+    def f(x: Any) -> Any:
+        s = torch.softmax(x, -1)
+        return (1 - 2 * (wt * s * tt).sum(0) / ((wt * s).sum(0) + (wt * tt).sum(0))).mean()
+
+    value, grad, _ = _torch_triad(f, z)
+    v, g = loss.value_and_grad(z, t, sample_weight=w)
+    assert_close(v, value)
+    assert_close(g, grad)
     with pytest.raises(DerivationError, match="Hessian diagonal through a per-class total") as e:
-        lossdsl.compile(
-            "loss soft_dice(z[C], target[C]):\n"
-            "    return mean[C](1 - 2 * total(softmax[C](z) * target) / "
-            "(total(softmax[C](z)) + total(target)))\n"
-        )(np.zeros((2, 3)), np.zeros((2, 3)))
+        loss.hessian_diag(z, t)
     assert e.value.span is not None
+    assert "hint:" in str(e.value)
 
 
 # -- weights and totals ------------------------------------------------------------------------

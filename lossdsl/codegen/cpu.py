@@ -391,6 +391,8 @@ def generate(derived: Derived) -> KernelSource:
     plan = []
     for dtype in DTYPES:
         for mode in MODES:
+            if mode == "hess" and derived.hessian_error is not None:
+                continue
             kernel = _Kernel(derived, mode, dtype)
             base = entry_name(mode, dtype)
             phases = kernel.phases()
@@ -402,6 +404,9 @@ def generate(derived: Derived) -> KernelSource:
             plan.append(f"    {base!r}: {kernel.plan(tuple(phases))!r},")
     # For the driver (lossdsl.runtime): per entry, (phase suffix, block-sum width, always run).
     parts.append("\n\nPHASES = {\n" + "\n".join(plan) + "\n}")
+    if derived.hessian_error is not None:
+        # No Hessian entry points: the caller raises this (lossdsl.api).
+        parts.append(f"\nHESSIAN_ERROR = {derived.hessian_error!r}")
     return KernelSource(loss.name, NAME, "\n".join(parts) + "\n", tuple(entries))
 
 

@@ -202,6 +202,8 @@ def generate(derived: Derived) -> KernelSource:
         parts.append(helpers.format(**helper_constants(dtype), jit="@cuda.jit(**_DEV)"))
     for dtype in DTYPES:
         for mode in MODES:
+            if mode == "hess" and derived.hessian_error is not None:
+                continue
             name = entry_name(mode, dtype)
             kernel = _Kernel(derived, mode, dtype, name)
             parts.append(kernel.text())
@@ -209,6 +211,9 @@ def generate(derived: Derived) -> KernelSource:
             entries.append(name)
     if any(q.along for q in derived.quantities):
         parts.append(_COLSUM)
+    if derived.hessian_error is not None:
+        # No Hessian entry points: the caller raises this (lossdsl.api).
+        parts.append(f"\nHESSIAN_ERROR = {derived.hessian_error!r}")
     header = _HEADER.format(loss=loss.name, threads=THREADS, columns=columns)
     return KernelSource(loss.name, NAME, header + "\n".join(parts) + "\n", tuple(entries))
 
