@@ -413,6 +413,21 @@ def _cuda_worker(path: str) -> None:
                 loss.value_grad_hess(*args, **kw),
                 gpu.value_grad_hess(*args, **kw),
             )
+    # Device arrays in, the cotangent too; a device cotangent is not broadcast.
+    from numba import cuda
+
+    gpu = cpu.to("cuda")
+    dev = [cuda.to_device(a) for a in (p, t, w, ct)]
+    v, g = gpu.value_and_grad(
+        dev[0], dev[1], sample_weight=dev[2], cotangent=dev[3], reduction="none"
+    )
+    want = cpu.value_and_grad(p, t, sample_weight=w, cotangent=ct, reduction="none")
+    out["per_class/device"] = (want, (v.copy_to_host(), g.copy_to_host()))
+    try:
+        gpu.grad(dev[0], dev[1], cotangent=cuda.to_device(ct[:2]), reduction="none")
+        out["bad_device_cotangent"] = "no error"
+    except SpecShapeError as exc:
+        out["bad_device_cotangent"] = exc.message
     Path(path).write_bytes(pickle.dumps(out))
 
 
@@ -425,7 +440,8 @@ def test_cuda_simulator_matches_cpu(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
     results = pickle.loads(path.read_bytes())
-    assert len(results) == 6
+    assert "needs the batch shape (5,)" in results.pop("bad_device_cotangent")
+    assert len(results) == 7
     for key, (cpu, gpu) in results.items():
         for a, b in zip(cpu, gpu, strict=True):
             np.testing.assert_allclose(
