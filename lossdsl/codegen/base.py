@@ -56,6 +56,7 @@ NUMBA_FUNCTIONS: dict[str, str] = {
     "Xlogy": "_xlogy_{s}({0}, {1})",
     "Maximum": "_maximum({0}, {1})",
     "Minimum": "_minimum({0}, {1})",
+    "NanOr": "_nan_or({0}, {1})",
     "StopGradient": "({0})",
     "BinaryCrossEntropy": "_bce_{s}({0}, {1}, {2})",
     "SafePow": "(({0})**({1}))",

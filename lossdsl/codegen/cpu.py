@@ -172,6 +172,12 @@ def _maximum(a, b):
 @numba.njit(**_INLINE)
 def _minimum(a, b):
     return a if (a < b) | (a != a) else b
+
+
+@numba.njit(**_INLINE)
+def _nan_or(v, w):
+    # The constant arm of a clamp: NaN when the clamped operand w is NaN.
+    return w if w != w else v
 """
 
 # Branch-free exp/log/log1p/pow per dtype (libm calls would stop LLVM from vectorising the

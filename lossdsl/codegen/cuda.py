@@ -58,6 +58,12 @@ def _minimum(a, b):
 
 
 @cuda.jit(**_DEV)
+def _nan_or(v, w):
+    # The constant arm of a clamp: NaN when the clamped operand w is NaN.
+    return w if w != w else v
+
+
+@cuda.jit(**_DEV)
 def _block_sum(_sh, _k):
     # A fixed tree over the block: the same additions in the same order on every run.
     _tid = cuda.threadIdx.x
