@@ -57,8 +57,10 @@ class _Printer(StrPrinter):
 
 
 def _shown(expr: sp.Expr) -> sp.Expr:
-    """The expression for one sample (coefficient 1), a clamp's NaN-keeping arm as its constant."""
-    return expr.subs(COEF, 1).replace(lambda e: isinstance(e, P.NanOr), lambda e: e.args[0])
+    """The expression for one sample (coefficient 1) without the primitives that only steer
+    rounding and NaN: a clamp's NaN-keeping arm shows as its constant, a kept group as a sum."""
+    shown = expr.subs(COEF, 1)
+    return shown.replace(lambda e: isinstance(e, P.NanOr | P.Grouped), lambda e: e.args[0])
 
 
 def _text(expr: sp.Expr) -> str:

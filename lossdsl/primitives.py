@@ -264,6 +264,19 @@ class NanOr(sp.Function):
         return None
 
 
+class Grouped(_Elementwise):
+    """The identity that keeps its argument, a difference of inputs, evaluated first.
+
+    SymPy flattens and reorders sums, so `anchor - positive + eps` would become
+    `(anchor + eps) - positive`: in float32, with anchor == positive, that is not eps and the
+    gradient of the distance moves by percents. Grouped, the spec's association is kept, and the
+    kernels round as frameworks that evaluate in written order do.
+    """
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.One
+
+
 class StopGradient(_Elementwise):
     """The identity whose derivative is 0 (jax.lax.stop_gradient, tf.stop_gradient).
 
@@ -356,6 +369,7 @@ PRIMITIVES: tuple[type[sp.Function], ...] = (
     Maximum,
     Minimum,
     NanOr,
+    Grouped,
     StopGradient,
     BinaryCrossEntropy,
     SafePow,

@@ -58,6 +58,7 @@ NUMBA_FUNCTIONS: dict[str, str] = {
     "Minimum": "_minimum({0}, {1})",
     "NanOr": "_nan_or({0}, {1})",
     "StopGradient": "({0})",
+    "Grouped": "({0})",
     "BinaryCrossEntropy": "_bce_{s}({0}, {1}, {2})",
     "SafePow": "(({0})**({1}))",
 }
