@@ -212,7 +212,8 @@ def generate(derived: Derived) -> KernelSource:
             parts.append(kernel.text())
             columns = max(columns, kernel.em.columns, len(kernel.totals) + 1, len(kernel.adjoints))
             entries.append(name)
-            for function in (name, *(f"_{name}_{tag}" for tag in "abm")):
+            tags = "abm" if kernel.adjoints else "am"
+            for function in (name, *(f"_{name}_{tag}" for tag in tags)):
                 names[function] = kernel.em.names.roles
     header = _HEADER.format(loss=loss.name, threads=THREADS, columns=columns)
     text = header + "\n".join(parts) + "\n"
