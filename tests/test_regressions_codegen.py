@@ -45,6 +45,11 @@ def _float32_association(torch: Any, a: Any, b: Any, eps: float = 1e-6) -> Any:
     return (a - b + eps).norm(dim=-1).sum()
 
 
+def _integer_row_max(torch: Any, x: Any, k: Any) -> Any:
+    kk = k[:, None].to(x.dtype)
+    return (torch.logsumexp(torch.where(x > 0, kk, -kk), -1) + torch.logsumexp(x, -1)).sum()
+
+
 def _inputs(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
     z = rng.normal(size=(N, C))
     return {
@@ -54,6 +59,7 @@ def _inputs(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
         "unstored-memo": (z, rng.normal(size=(N, C))),
         "collapsed-where-memo": (rng.uniform(0.5, 2.0, size=(N, C)),),
         "float32-association": (z, z + rng.normal(scale=0.1, size=(N, C))),
+        "integer-row-max": (z, np.array([0, 1, 2])),
     }
 
 
@@ -64,6 +70,7 @@ CASES: dict[str, tuple[Callable[..., Any], tuple[dict[str, float], ...]]] = {
     "unstored-memo": (_unstored_memo, ({"k": 0.5},)),
     "collapsed-where-memo": (_collapsed_where_memo, ()),
     "float32-association": (_float32_association, ({"eps": 1e-3},)),
+    "integer-row-max": (_integer_row_max, ()),
 }
 
 
@@ -78,7 +85,12 @@ def _reference(
     """Value, gradients and Hessian diagonals of the hand-written torch function."""
     torch = pytest.importorskip("torch")
     fn = CASES[name][0]
-    xs = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in inputs]
+    xs = [
+        torch.tensor(a, dtype=torch.float64, requires_grad=True)
+        if a.dtype.kind == "f"
+        else torch.tensor(a)
+        for a in inputs
+    ]
     value = fn(torch, *xs, **params)
     grads, hess = [], []
     for k in wrt:
@@ -110,7 +122,7 @@ def test_regression_matches_torch(name: str, specialize: bool) -> None:
         assert_close(value, ref_value)
         for ours, ref in zip(_tuple(grads) + _tuple(hess), ref_grads + ref_hess, strict=True):
             assert_close(ours, ref)
-        low = tuple(a.astype(np.float32) for a in inputs)
+        low = tuple(a.astype(np.float32) if a.dtype.kind == "f" else a for a in inputs)
         v32, g32, h32 = loss.value_grad_hess(*low, reduction="sum", **params)
         assert_close(v32, value, RTOL32, ATOL32)
         for ours, ref in zip(_tuple(g32) + _tuple(h32), _tuple(grads) + _tuple(hess), strict=True):
@@ -140,3 +152,12 @@ def test_float32_differences_round_in_written_order(spec: str, params: dict[str,
     assert_close(value, float(ref), rtol=1e-6, atol=0)
     for ours, r in zip(grads, ref_grads, strict=True):
         assert_close(ours, r.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_source_with_defaults_is_the_kernel_a_default_call_runs() -> None:
+    loss = _load("unstored-memo")
+    x = np.random.default_rng(1).normal(size=(N, C))
+    loss.grad(x, x)  # k at its default: the specialised kernel runs
+    (module,) = loss._modules.values()
+    assert Path(module.__file__).read_text() == loss.source(defaults=True)
+    assert loss.source(defaults=True) != loss.source()

@@ -481,7 +481,10 @@ class _CpuBody(BodyEmitter):
         nan = f"{indent}{acc}n = {acc}n | ({v} != {v})"
         if q.symbol in self.argmax_of:
             return [f"{indent}{acc} = {v} if {v} > {acc} else {acc}", nan]
-        return [f"{indent}{acc}k = _kmax({acc}k, {v})", nan]
+        # The key is as wide as the kernel's float; an element value built only from labels
+        # and int parameters (int64 in float64 kernels) is converted, else _kmax cannot type.
+        real = "np.float32" if self.dtype == "f32" else "np.float64"
+        return [f"{indent}{acc}k = _kmax({acc}k, {real}({v}))", nan]
 
     def combine(
         self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
