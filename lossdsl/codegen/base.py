@@ -142,12 +142,19 @@ def literal(value: Any, dtype: str) -> str:
 class KernelPrinter(PythonCodePrinter):
     """SymPy -> expression text for a Numba target, typed literals, primitive table."""
 
-    def __init__(self, dtype: str, functions: Mapping[str, str], target: str, names: Names) -> None:
+    def __init__(
+        self,
+        dtype: str,
+        functions: Mapping[str, str],
+        target: str,
+        names: Names | None = None,
+    ) -> None:
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
         self.dtype = dtype
         self.functions = functions
         self.target = target
-        self.names = names
+        # The allocator of the kernel being printed (a printer of its own by default).
+        self.names = names if names is not None else Names({})
 
     def lit(self, value: Any) -> str:
         return literal(value, self.dtype)
