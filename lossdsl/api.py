@@ -139,10 +139,15 @@ class Loss:
 
         return explain(self.derived(), latex)
 
-    def source(self) -> str:
-        """The generated kernel module."""
+    def source(self, defaults: bool = False) -> str:
+        """The generated kernel module: the generic one (any parameter values), or with
+        `defaults` the one a call with every parameter at its default runs (the defaults as
+        constants, where this loss specialises; else the generic one)."""
         from lossdsl.codegen import TARGETS
 
+        fixed = self._default_fixed() if defaults else ()
+        if fixed:
+            return self._specialized_source(fixed)
         text: str = TARGETS[self.target](self.derived()).text
         return text
 

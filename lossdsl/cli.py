@@ -60,7 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="formulas of value, gradient and Hessian")
     p.add_argument("loss", help="a registered name or a spec file")
     p.add_argument("--name", help="which loss of a file with several")
-    p.add_argument("--source", action="store_true", help="print the generated kernel module")
+    p.add_argument(
+        "--source",
+        action="store_true",
+        help="print the kernel module a call with default parameters runs",
+    )
+    p.add_argument(
+        "--generic", action="store_true", help="with --source: the kernel for any parameter values"
+    )
     p.add_argument("--latex", action="store_true", help="formulas as LaTeX")
     p.add_argument("--target", default="cpu", help="code generation target (default cpu)")
     p.set_defaults(run=_show)
@@ -128,7 +135,7 @@ def _check(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     loss = _resolve(args.loss, args.name, args.target)
     if args.source:
-        print(loss.source(), end="")
+        print(loss.source(defaults=not args.generic), end="")
     else:
         print(loss.explain(latex=args.latex))
     return 0

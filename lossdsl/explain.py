@@ -12,6 +12,7 @@ from collections.abc import Callable
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
+from lossdsl import primitives as P
 from lossdsl.derive import COEF, Derived
 
 _NAMES = {
@@ -55,12 +56,19 @@ class _Printer(StrPrinter):
         return f"{self._print(expr.lhs)} != {self._print(expr.rhs)}"
 
 
+def _shown(expr: sp.Expr) -> sp.Expr:
+    """The expression for one sample (coefficient 1) without the primitives that only steer
+    rounding and NaN: a clamp's NaN-keeping arm shows as its constant, a kept group as a sum."""
+    shown = expr.subs(COEF, 1)
+    return shown.replace(lambda e: isinstance(e, P.NanOr | P.Grouped), lambda e: e.args[0])
+
+
 def _text(expr: sp.Expr) -> str:
-    return str(_Printer().doprint(expr.subs(COEF, 1)))
+    return str(_Printer().doprint(_shown(expr)))
 
 
 def _latex(expr: sp.Expr) -> str:
-    return str(sp.latex(expr.subs(COEF, 1)))
+    return str(sp.latex(_shown(expr)))
 
 
 def explain(derived: Derived, latex: bool = False) -> str:

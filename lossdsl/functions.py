@@ -81,31 +81,33 @@ def _unary(module: Any, name: str) -> Builder:
 
 
 def _max(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
-    # A constant operand makes this a clamp, whose gradient passes 1 at the tie (torch.clamp);
-    # two varying operands split the gradient at a tie (torch.maximum).
+    # A constant operand makes this a clamp, whose gradient passes 1 at the tie and 0 at NaN,
+    # whose value is NaN at NaN (torch.clamp); two varying operands split the gradient at a
+    # tie (torch.maximum).
     if not ctx.varying(b):
-        return P.Where(sp.GreaterThan(a, b), a, b)
+        return P.Where(sp.GreaterThan(a, b), a, P.NanOr(b, a))
     if not ctx.varying(a):
-        return P.Where(sp.GreaterThan(b, a), b, a)
+        return P.Where(sp.GreaterThan(b, a), b, P.NanOr(a, b))
     return P.Maximum(a, b)
 
 
 def _min(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
     if not ctx.varying(b):
-        return P.Where(sp.LessThan(a, b), a, b)
+        return P.Where(sp.LessThan(a, b), a, P.NanOr(b, a))
     if not ctx.varying(a):
-        return P.Where(sp.LessThan(b, a), b, a)
+        return P.Where(sp.LessThan(b, a), b, P.NanOr(a, b))
     return P.Minimum(a, b)
 
 
 def _clip(ctx: LoweringContext, x: sp.Expr, low: sp.Expr, high: sp.Expr) -> sp.Expr:
-    # torch.clamp: gradient 1 on the closed interval [low, high].
-    return P.Where(sp.StrictLessThan(x, low), low, P.Where(sp.StrictGreaterThan(x, high), high, x))
+    # torch.clamp: gradient 1 on the closed interval [low, high], 0 at NaN; NaN stays NaN.
+    inside = P.Where(sp.LessThan(x, high), x, high)
+    return P.Where(sp.GreaterThan(x, low), inside, P.NanOr(low, x))
 
 
 def _relu(ctx: LoweringContext, x: sp.Expr) -> sp.Expr:
-    # Gradient 0 at x == 0, as torch.relu.
-    return P.Where(sp.StrictGreaterThan(x, 0), x, sp.S.Zero)
+    # max(x, 0) with gradient 0 at x == 0 (torch.relu); NaN stays NaN, gradient 0 as a clamp's.
+    return P.Where(sp.StrictGreaterThan(x, 0), x, P.NanOr(sp.S.Zero, x))
 
 
 def _logsumexp_parts(ctx: LoweringContext, x: sp.Expr) -> tuple[sp.Expr, sp.Expr]:

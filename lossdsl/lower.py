@@ -142,9 +142,9 @@ class _Lowerer:
         args = [self.expr(a) for a in e.args]
         fn = e.fn
         if fn == "add":
-            return P.stable_add(args[0] + args[1])
+            return P.stable_add(self._grouped(args[0]) + self._grouped(args[1]))
         if fn == "sub":
-            return P.stable_add(args[0] - args[1])
+            return P.stable_add(self._grouped(args[0]) - self._grouped(args[1]))
         if fn == "mul":
             return args[0] * args[1]
         if fn == "div":
@@ -166,6 +166,14 @@ class _Lowerer:
         if isinstance(out, sp.log):
             return P.stable_log(out)
         return out
+
+    def _grouped(self, e: sp.Expr) -> sp.Expr:
+        """`e` kept as one operand when it is a difference of inputs (`anchor - positive`), so
+        adding to it cannot reassociate the difference (see `P.Grouped`)."""
+        terms = sp.Add.make_args(e)
+        if len(terms) < 2 or not all(t in self._varying or -t in self._varying for t in terms):
+            return e
+        return P.Grouped(e) if any(-t in self._varying for t in terms) else e
 
     def _inline(self, e: ir.Inline) -> sp.Expr:
         callee = e.loss

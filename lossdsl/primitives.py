@@ -206,7 +206,8 @@ class Maximum(sp.Function):
         if argindex == 2:
             a, b = b, a
         half = sp.Rational(1, 2)
-        return Where(sp.StrictGreaterThan(a, b), sp.S.One, Where(sp.Eq(a, b), half, sp.S.Zero))
+        # A NaN operand gets the whole gradient (both tests fail), as torch.maximum's backward.
+        return Where(sp.StrictLessThan(a, b), sp.S.Zero, Where(sp.Eq(a, b), half, sp.S.One))
 
     def _eval_is_real(self) -> bool | None:
         return fuzzy_all(self.args, "is_real")
@@ -230,10 +231,50 @@ class Minimum(sp.Function):
         if argindex == 2:
             a, b = b, a
         half = sp.Rational(1, 2)
-        return Where(sp.StrictLessThan(a, b), sp.S.One, Where(sp.Eq(a, b), half, sp.S.Zero))
+        return Where(sp.StrictGreaterThan(a, b), sp.S.Zero, Where(sp.Eq(a, b), half, sp.S.One))
 
     def _eval_is_real(self) -> bool | None:
         return fuzzy_all(self.args, "is_real")
+
+
+class NanOr(sp.Function):
+    """`value`, or NaN where `witness` is NaN: the constant arm of a clamp, max(x, c) or min(x, c).
+
+    A select `where(x >= c, x, c)` alone returns c for a NaN x; torch.clamp returns NaN. The arm
+    is still differentiated as `value` (nothing flows to `witness`), so the clamp's gradient at
+    NaN is the select's other branch, 0, as torch.clamp's backward gives.
+    """
+
+    nargs = 2
+
+    @classmethod
+    def eval(cls, value: Any, witness: Any) -> Any:
+        if witness.is_Number and witness is not sp.nan:
+            return value
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        if argindex == 1:
+            return sp.S.One
+        if argindex == 2:
+            return sp.S.Zero
+        raise ArgumentIndexError(self, argindex)
+
+    def _eval_is_real(self) -> bool | None:
+        return None
+
+
+class Grouped(_Elementwise):
+    """The identity that keeps its argument, a difference of inputs, evaluated first.
+
+    SymPy flattens and reorders sums, so `anchor - positive + eps` would become
+    `(anchor + eps) - positive`: in float32, with anchor == positive, that is not eps and the
+    gradient of the distance moves by percents. Grouped, the spec's association is kept, and the
+    kernels round as frameworks that evaluate in written order do.
+    """
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.One
 
 
 class StopGradient(_Elementwise):
@@ -327,6 +368,8 @@ PRIMITIVES: tuple[type[sp.Function], ...] = (
     Xlogy,
     Maximum,
     Minimum,
+    NanOr,
+    Grouped,
     StopGradient,
     BinaryCrossEntropy,
     SafePow,

@@ -11,8 +11,9 @@ gradient and Hessian. Output is text only: this package never imports numba.
 from __future__ import annotations
 
 import keyword
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sympy as sp
@@ -20,13 +21,17 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl import primitives as P
 from lossdsl.aggregates import BATCH_OPS, Quantity
-from lossdsl.derive import Derived
+from lossdsl.codegen.names import Names
+from lossdsl.derive import COEF, Derived
 from lossdsl.errors import UnsupportedError
 
 _RESERVED = {
     "math", "np", "numba", "cuda", "prange", "range", "min", "max", "abs", "int", "float",
-    "len", "bool", "print", "True", "False", "None", "e", "pi", "inf",
+    "len", "bool", "print", "True", "False", "None", "e", "pi", "inf", "ir", "types",
+    "intrinsic",
 }  # fmt: skip
+# The symbols `aggregates` names its lifted quantities with.
+_AGGREGATE = re.compile(r"_q[0-9]+")
 
 
 # How the Numba targets print each primitive. A target copies this and overrides rows; the
@@ -51,7 +56,9 @@ NUMBA_FUNCTIONS: dict[str, str] = {
     "Xlogy": "_xlogy_{s}({0}, {1})",
     "Maximum": "_maximum({0}, {1})",
     "Minimum": "_minimum({0}, {1})",
+    "NanOr": "_nan_or({0}, {1})",
     "StopGradient": "({0})",
+    "Grouped": "({0})",
     "BinaryCrossEntropy": "_bce_{s}({0}, {1}, {2})",
     "SafePow": "(({0})**({1}))",
 }
@@ -103,12 +110,14 @@ def helper_constants(dtype: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class KernelSource:
-    """Generated module text for one loss and target, with its entry points."""
+    """Generated module text for one loss and target, with its entry points, and per generated
+    function the role of every name it assigns (see `Names`; read by the tests)."""
 
     loss: str
     target: str
     text: str
     entry_points: tuple[str, ...]
+    names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def user_name(name: str) -> str:
@@ -133,18 +142,32 @@ def literal(value: Any, dtype: str) -> str:
 class KernelPrinter(PythonCodePrinter):
     """SymPy -> expression text for a Numba target, typed literals, primitive table."""
 
-    def __init__(self, dtype: str, functions: Mapping[str, str], target: str) -> None:
+    def __init__(
+        self,
+        dtype: str,
+        functions: Mapping[str, str],
+        target: str,
+        names: Names | None = None,
+    ) -> None:
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
         self.dtype = dtype
         self.functions = functions
         self.target = target
+        # The allocator of the kernel being printed (a printer of its own by default).
+        self.names = names if names is not None else Names({})
 
     def lit(self, value: Any) -> str:
         return literal(value, self.dtype)
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         name = str(expr.name)
-        return name if name.startswith("_") else user_name(name)
+        if not name.startswith("_"):
+            return self.names.claim(user_name(name), "user name")
+        if _AGGREGATE.fullmatch(name):
+            return self.names.claim(name, "aggregate")
+        if name not in self.names.roles:
+            raise AssertionError(f"symbol '{name}' printed without a name from the allocator")
+        return name
 
     def _print_Integer(self, expr: sp.Integer) -> str:
         return self.lit(int(expr))
@@ -291,7 +314,8 @@ class BodyEmitter:
         self.lowered = derived.lowered
         self.dtype = dtype
         self.layout = layout
-        self.printer = KernelPrinter(dtype, functions, target)
+        self.names = Names({**self.fixed_names(), **self._array_names()})
+        self.printer = KernelPrinter(dtype, functions, target, self.names)
         self.quantities = {q.symbol: q for q in derived.quantities}
         self.argmax_of = {q.index: q for q in derived.quantities if q.op == "argmax"}
         # Per-class totals and their adjoints vary along the axis like inputs do; each is read
@@ -299,7 +323,6 @@ class BodyEmitter:
         self.along = [q for q in derived.quantities if q.along]
         self.elements = self.lowered.element_symbols | {q.symbol for q in self.along}
         self.index = self.lowered.index
-        self._temps = 0
         self._levels: dict[sp.Symbol, int] = {}
         self.arrays = {s: f"_a_{n}" for n, s in self.lowered.inputs.items()}
         self.arrays.update({s: f"_p_{n}" for n, s in self.lowered.params.items()})
@@ -307,6 +330,7 @@ class BodyEmitter:
         # Row-sum summands that a later element loop needs again, by the array (shaped like
         # the row) that keeps them in between: `exp(x - max)` of a softmax is computed once.
         self.memo: dict[sp.Expr, str] = {}
+        self.stored: set[sp.Expr] = set()  # the memo entries a row pass has written
 
     # -- naming -------------------------------------------------------------------------------
 
@@ -319,9 +343,38 @@ class BodyEmitter:
     def lit(self, v: float) -> str:
         return self.printer.lit(v)
 
-    def fresh(self, prefix: str) -> sp.Symbol:
-        self._temps += 1
-        return sp.Symbol(f"{prefix}{self._temps}", real=True)
+    def fresh(self, prefix: str, role: str) -> sp.Symbol:
+        """A symbol for a new temporary (`_t`: CSE and select operands, `_h`: hoisted values;
+        one numbering for both, from 1)."""
+        return sp.Symbol(self.names.fresh(prefix, role, counter="temp", first=1), real=True)
+
+    def fixed_names(self) -> dict[str, str]:
+        """The names the body's templates use, by role; a target adds its own."""
+        lay = self.layout
+        return {
+            "_n": "batch size",
+            lay.axis_len: "axis length",
+            lay.sample: "sample index",
+            lay.element: "element index",
+            "_badrow": "bad-label flag",
+            str(COEF): "reduction coefficient",
+        }
+
+    def _array_names(self) -> dict[str, str]:
+        """Kernel arguments: inputs, parameters, gradient and Hessian outputs."""
+        loss = self.lowered.loss
+        out = {f"_a_{i.name}": "input array" for i in loss.inputs}
+        out.update({f"_p_{p.name}": "parameter" for p in loss.params})
+        out.update({f"_g_{n}": "gradient output" for n in loss.wrt})
+        out.update({f"_h_{n}": "Hessian output" for n in loss.wrt})
+        for q in self.derived.quantities:
+            if q.along:
+                out[vector_name(q)] = "per-class vector"
+                out[vector_name(q) + "x"] = "per-class float64 sum"
+        return out
+
+    def claim(self, name: str, role: str) -> str:
+        return self.names.claim(name, role)
 
     def prologue(self, first_array: str) -> list[str]:
         """Bind the batch size, the axis length and the scalar parameters a kernel body uses.
@@ -405,7 +458,7 @@ class BodyEmitter:
 
     def _temp_symbols(self) -> Iterator[sp.Symbol]:
         while True:
-            yield self.fresh("_t")
+            yield self.fresh("_t", "temporary")
 
     def loads(self, symbols: Iterable[sp.Symbol], indent: str, at: str | None = None) -> list[str]:
         """Read the sample's (or, for elements, the current position's) values."""
@@ -440,7 +493,7 @@ class BodyEmitter:
             if e.is_Atom:
                 return e
             if e not in defs:
-                defs[e] = self.fresh("_h")
+                defs[e] = self.fresh("_h", "hoisted value")
             return defs[e]
 
         def visit(e: sp.Expr) -> sp.Expr:
@@ -501,7 +554,7 @@ class BodyEmitter:
         argmax = {q.symbol: a for q in qs if (a := self.argmax_of.get(q.symbol)) is not None}
         defs, exprs = self.hoist([q.expr for q in qs])
         lines = self.assign([(self.name(s), e) for s, e in defs], indent)
-        acc = {q.symbol: f"_s{q.symbol.name[2:]}" for q in qs}
+        acc = {q.symbol: self.claim(f"_s{q.symbol.name[2:]}", "row accumulator") for q in qs}
         for q in qs:
             lines += self.acc_init(q, acc[q.symbol], indent)
         lines += [f"{indent}{self.name(a.symbol)} = 0" for a in argmax.values()]
@@ -509,7 +562,10 @@ class BodyEmitter:
         lines += opening
         used = set().union(*(e.free_symbols for e in exprs))
         lines += self.loads(used & self.elements, inner)
-        values = [(f"_v{q.symbol.name[2:]}", e) for q, e in zip(qs, exprs, strict=True)]
+        values = [
+            (self.claim(f"_v{q.symbol.name[2:]}", "row term"), e)
+            for q, e in zip(qs, exprs, strict=True)
+        ]
         lines += self.assign(values, inner)
         at = f"[{self.layout.sample}, {self.layout.element}]"
         lines += [
@@ -517,6 +573,7 @@ class BodyEmitter:
             for q, (v, _) in zip(qs, values, strict=True)
             if q.expr in self.memo
         ]
+        self.stored.update(q.expr for q in qs if q.expr in self.memo)
         for q, (v, _) in zip(qs, values, strict=True):
             if q.symbol in argmax:
                 # Strictly greater than the running maximum: the first maximal position wins.
@@ -574,7 +631,7 @@ class BodyEmitter:
         """Read elements at one integer index; an out-of-range index is flagged and clamped."""
         index = qs[0].index
         assert index is not None
-        k = f"_k{qs[0].symbol.name[2:]}"
+        k = self.claim(f"_k{qs[0].symbol.name[2:]}", "gather index")
         lines = [f"{indent}{k} = int({self.expr(index)})"]
         lines.append(f"{indent}if {k} < 0 or {k} >= {self.layout.axis_len}:")
         lines.append(f"{indent}    _badrow = True")

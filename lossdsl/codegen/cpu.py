@@ -173,6 +173,12 @@ def _maximum(a, b):
 @numba.njit(**_INLINE)
 def _minimum(a, b):
     return a if (a < b) | (a != a) else b
+
+
+@numba.njit(**_INLINE)
+def _nan_or(v, w):
+    # The constant arm of a clamp: NaN when the clamped operand w is NaN.
+    return w if w != w else v
 """
 
 # Branch-free exp/log/log1p/pow per dtype (libm calls would stop LLVM from vectorising the
@@ -364,6 +370,19 @@ def _logcosh_{s}(x):
 """
 
 
+# The names the CPU kernel templates use, by role (see `names.Names`).
+_FIXED_NAMES = {
+    "_sw": "sample weights", "_mode": "reduction", "_block": "block size", "_b0": "first block",
+    "_b1": "end block", "_P0": "total partials", "_P1": "adjoint partials",
+    "_parts": "block partials", "_out": "value output", "_b": "block index",
+    "_lo": "block start", "_hi": "block end", "_j": "chunk start", "_i": "sample loop index",
+    "_c0": "row chunk start", "_weighted": "weighted flag", "_W": "weight sum",
+    "_scale": "scale", "_scalef": "scale in dtype", "_wv": "spec weight", "_w": "weight",
+    "_keep": "nonzero weight", "_val": "sample value", "_v": "value accumulator",
+    "_bad": "bad-row accumulator", "_tw": "weight accumulator", "_total": "value sum",
+    "_nbad": "bad-row sum", "_ct": "cotangent",
+}  # fmt: skip
+
 # Samples per inner chunk of a float32 block: the chunk is summed in float32 (8 lanes wide),
 # then added to the block's float64 sum, so rounding error stays that of a 256-term sum.
 _CHUNK = {"f32": 256, "f64": 4096}
@@ -389,6 +408,7 @@ def generate(derived: Derived) -> KernelSource:
         parts.append(_route_math(fast + helpers, dtype))
     entries = []
     plan = []
+    names: dict[str, dict[str, str]] = {}
     for dtype in DTYPES:
         for mode in MODES:
             if mode == "hess" and derived.hessian_error is not None:
@@ -398,6 +418,7 @@ def generate(derived: Derived) -> KernelSource:
             phases = kernel.phases()
             for suffix, lines in phases.items():
                 entries.append(base + suffix)
+                names[base + suffix] = kernel.em.names.roles
                 text = _route_math("\n".join(lines), dtype)
                 sig = kernel.signature()
                 parts.append(f"\n\n@numba.njit(**_JIT)\ndef {base}{suffix}({sig}):\n{text}")
@@ -407,7 +428,8 @@ def generate(derived: Derived) -> KernelSource:
     if derived.hessian_error is not None:
         # No Hessian entry points: the caller raises this (lossdsl.api).
         parts.append(f"\nHESSIAN_ERROR = {derived.hessian_error!r}")
-    return KernelSource(loss.name, NAME, "\n".join(parts) + "\n", tuple(entries))
+    text = "\n".join(parts) + "\n"
+    return KernelSource(loss.name, NAME, text, tuple(entries), names)
 
 
 class _CpuBody(BodyEmitter):
@@ -418,6 +440,9 @@ class _CpuBody(BodyEmitter):
     """
 
     _chunked = False
+
+    def fixed_names(self) -> dict[str, str]:
+        return {**super().fixed_names(), **_FIXED_NAMES}
 
     def row_loop(
         self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
@@ -439,7 +464,7 @@ class _CpuBody(BodyEmitter):
         if not self._chunked:
             return super().row_loop(qs, acc, indent)
         opening = [f"{indent}for _c0 in range(0, _nc, {_ROW_CHUNK}):"]
-        opening += [f"{indent}    {a}c = {self.lit(0)}" for a in sums]
+        opening += [f"{indent}    {self.claim(a + 'c', 'chunk sum')} = {self.lit(0)}" for a in sums]
         opening += [f"{indent}    for _c in range(_c0, min(_nc, _c0 + {_ROW_CHUNK})):"]
         closing = [f"{indent}    {a} += np.float64({a}c)" for a in sums]
         return opening, indent + "        ", closing
@@ -448,9 +473,11 @@ class _CpuBody(BodyEmitter):
         if q.op == "sum":
             return [f"{indent}{acc} = 0.0"]
         ninf = self.lit(float("-inf"))
+        self.claim(f"{acc}n", "NaN flag")
         if q.symbol in self.argmax_of:
             return [f"{indent}{acc} = {ninf}", f"{indent}{acc}n = False"]
-        return [f"{indent}{acc}k = _fkey({ninf})", f"{indent}{acc}n = False"]
+        key = self.claim(f"{acc}k", "max key")
+        return [f"{indent}{key} = _fkey({ninf})", f"{indent}{acc}n = False"]
 
     def acc_update(self, q: Quantity, acc: str, v: str, indent: str) -> list[str]:
         if q.op == "sum" and self._chunked:
@@ -460,7 +487,10 @@ class _CpuBody(BodyEmitter):
         nan = f"{indent}{acc}n = {acc}n | ({v} != {v})"
         if q.symbol in self.argmax_of:
             return [f"{indent}{acc} = {v} if {v} > {acc} else {acc}", nan]
-        return [f"{indent}{acc}k = _kmax({acc}k, {v})", nan]
+        # The key is as wide as the kernel's float; an element value built only from labels
+        # and int parameters (int64 in float64 kernels) is converted, else _kmax cannot type.
+        real = "np.float32" if self.dtype == "f32" else "np.float64"
+        return [f"{indent}{acc}k = _kmax({acc}k, {real}({v}))", nan]
 
     def combine(
         self, qs: Sequence[Quantity], acc: Mapping[sp.Symbol, str], indent: str
@@ -504,7 +534,7 @@ class _CpuBody(BodyEmitter):
                 continue
             for arm in w.args[1:]:
                 if not arm.is_Atom and arm not in named:
-                    s = self.fresh("_t")
+                    s = self.fresh("_t", "select operand")
                     lines.append(f"{indent}{self.name(s)} = {self.expr(arm.xreplace(named))}")
                     named[arm] = s
         return lines
@@ -581,7 +611,8 @@ class _Kernel:
         weighted = "True" if self.loss.weight is not None else "False"
         k = len(self.totals)
         out = [f"    _weighted = {weighted} or _sw is not None", "    _W = float(_n)"]
-        out += [f"    _x{j} = 0.0" for j in range(k + 1)]
+        x = [em.claim(f"_x{j}", "batch total") for j in range(k + 1)]
+        out += [f"    {x[j]} = 0.0" for j in range(k + 1)]
         out += ["    for _b in range(_P0.shape[0]):"]
         out += [f"        _x{j} += _P0[_b, {j}]" for j in range(k + 1)]
         out += [f"    {em.name(q.symbol)} = {em.cast(f'_x{j}')}" for j, q in enumerate(self.totals)]
@@ -592,7 +623,8 @@ class _Kernel:
         ]
         out += self._vectors_from("_P0", k + 1, self.vtotals)
         if self.adjoints:
-            out += [f"    _y{j} = 0.0" for j in range(len(self.adjoints))]
+            y = [em.claim(f"_y{j}", "batch adjoint") for j in range(len(self.adjoints))]
+            out += [f"    {y[j]} = 0.0" for j in range(len(self.adjoints))]
             out += ["    for _b in range(_P1.shape[0]):"]
             out += [f"        _y{j} += _P1[_b, {j}]" for j in range(len(self.adjoints))]
             out += [
@@ -654,6 +686,9 @@ class _Kernel:
         """
         chunk = _CHUNK[self.dtype]
         zero = self.em.lit(0)
+        for a in accs:
+            self.em.claim(f"{a}c", "chunk sum")
+            self.em.claim(f"{a}_i", "sample term")
         out = [
             "    for _b in range(_b0, _b1):",
             "        _lo = _b * _block",
@@ -700,15 +735,20 @@ class _Kernel:
         total's summand holds it (aggregates.WEIGHT); a zero-weight sample adds exact zeros.
         Accumulators are `_tot<j>`, apart from the CSE temporaries `_t<k>` of the summands."""
         ind = " " * 16
-        zero = self.em.lit(0)
+        em = self.em
+        zero = em.lit(0)
         done: set[sp.Symbol] = set()
         body = self._sample([("_wv", self.d.weight)], ind, done) + self._weight(ind, coef=False)
-        targets = [(f"_tot{j}_v", q.expr) for j, q in enumerate(self.totals)]
+        accs = [em.names.fresh("_tot", "batch total accumulator") for _ in self.totals]
+        targets = [
+            (em.claim(f"{a}_v", "total term"), q.expr)
+            for a, q in zip(accs, self.totals, strict=True)
+        ]
         body += self._sample(targets, ind, done)
-        body += [f"{ind}_tot{j}_i = _tot{j}_v if _keep else {zero}" for j in range(len(targets))]
-        body.append(f"{ind}_totw_i = _w")
+        body += [f"{ind}{a}_i = {a}_v if _keep else {zero}" for a in accs]
+        body.append(f"{ind}_tw_i = _w")
         body += self._vector_sums(self.vtotals, len(targets) + 1, ind, done)
-        accs = [f"_tot{j}" for j in range(len(self.totals))] + ["_totw"]
+        accs.append("_tw")
         blocks = self._blocks(accs, body, bool(self.vtotals))
         return [*blocks, "    return 0.0, 0.0, 1.0"]
 
@@ -727,7 +767,7 @@ class _Kernel:
         used = set().union(*(e.free_symbols for e in hoisted))
         lines.append(f"{inner}for _c in range(_nc):")
         lines += em.loads(used & em.elements, inner + "    ")
-        terms = [(f"_vs{m}", e) for m, e in enumerate(hoisted)]
+        terms = [(em.claim(f"_vs{m}", "per-class term"), e) for m, e in enumerate(hoisted)]
         lines += em.assign(terms, inner + "    ")
         lines += [
             f"{inner}    _parts[_b, {first} + {m} * _nc + _c] += np.float64(_vs{m})"
@@ -739,12 +779,14 @@ class _Kernel:
         ind = " " * 16
         done: set[sp.Symbol] = set()
         body = self._sample([("_wv", self.d.weight)], ind, done) + self._weight(ind, coef=True)
-        targets = [(f"_u{j}", q.expr) for j, q in enumerate(self.adjoints)]
+        targets = [
+            (self.em.claim(f"_u{j}", "adjoint term"), q.expr) for j, q in enumerate(self.adjoints)
+        ]
         body += self._sample(targets, ind, done)
         zero = self.em.lit(0)
         body += [f"{ind}_a{j}_i = _u{j} if _keep else {zero}" for j in range(len(self.adjoints))]
         body += self._vector_sums(self.vadjoints, len(self.adjoints), ind, done)
-        accs = [f"_a{j}" for j in range(len(self.adjoints))]
+        accs = [self.em.claim(f"_a{j}", "adjoint accumulator") for j in range(len(self.adjoints))]
         blocks = self._blocks(accs, body, bool(self.vadjoints))
         return [*blocks, "    return 0.0, 0.0, 1.0"]
 
@@ -761,7 +803,10 @@ class _Kernel:
             # Value and derivatives in one CSE: they share most of their subexpressions.
             body = self._sample([("_wv", self.d.weight)], ind, done)
             body += self._weight(ind, coef=True)
-            derivs = [(f"_d{j}", e) for j, (_, e, _) in enumerate(self._outputs())]
+            derivs = [
+                (self.em.claim(f"_d{j}", "derivative"), e)
+                for j, (_, e, _) in enumerate(self._outputs())
+            ]
             body += self._sample([("_val", self.d.value), *derivs], ind, done)
         body += [f"{ind}_v_i = _w * _val", f"{ind}_v_i = _v_i if _keep else {zero}"]
         body += [f"{ind}if _out is not None:", f"{ind}    _out[_iu] = _v_i"]
@@ -772,16 +817,12 @@ class _Kernel:
             body += self._zero_outputs(ind + "    ")
             body.append(f"{ind}    continue")
             if self.has_gather:
-                body.append(f"{ind}_b_i = {self.em.lit(1)} if _badrow else {zero}")
+                body.append(f"{ind}_bad_i = {self.em.lit(1)} if _badrow else {zero}")
             body += self._derivatives(ind, done)
         else:
             body += self._scalar_derivatives(ind)
-        accs = ["_v"] + (["_b"] if self.has_gather else [])
-        if self.has_gather:
-            # The loop variable `_b` is taken: name the bad-row count differently.
-            accs = ["_v", "_bad"]
-            body = [line.replace("_b_i = ", "_bad_i = ") for line in body]
-        self.em.memo, self.em.elements = {}, elements
+        accs = ["_v"] + (["_bad"] if self.has_gather else [])
+        self.em.memo, self.em.elements, self.em.stored = {}, elements, set()
         out = self._blocks(accs, body)
         if not self.has_gather:
             out += ["        _parts[_b, 1] = 0.0"]
@@ -833,7 +874,10 @@ class _Kernel:
         element = [(a, e) for a, e, along in self._outputs() if along]
         memo: dict[sp.Expr, str] = {}
         free = [a for a, _ in element]
-        for q in self.d.quantities:
+        # Only sums this pass computes: a row sum whose coefficient came out zero stays in the
+        # table, and reading back a summand it never stored would return the output's garbage.
+        computed = self.em.quantity_closure([self.d.value, self.d.weight, *(e for _, e in element)])
+        for q in computed:
             if not free:
                 break
             if (
@@ -852,7 +896,9 @@ class _Kernel:
         if not outs:
             return []
         scalar = [(f"{a}[_iu]", e) for a, e, along in outs if not along]
-        reread = {e: sp.Symbol(f"_m{j}", real=True) for j, e in enumerate(em.memo)}
+        reread = {
+            e: sp.Symbol(em.claim(f"_m{j}", "memo read"), real=True) for j, e in enumerate(em.memo)
+        }
         em.elements = em.elements | frozenset(reread.values())  # per element: never hoisted
         element = [(a, _reread(e, reread)) for a, e, along in outs if along]
         defs, hoisted = em.hoist([e for _, e in element])
@@ -866,11 +912,10 @@ class _Kernel:
             lines.append(f"{indent}for _c in range(_nc):")
             used = set().union(*(e.free_symbols for e in hoisted))
             lines += em.loads(used & em.elements, inner)
-            lines += [
-                f"{inner}{em.name(m)} = {em.memo[e]}[_iu, _c]"
-                for e, m in reread.items()
-                if m in used
-            ]
+            reads = [(e, m) for e, m in reread.items() if m in used]
+            if any(e not in em.stored for e, _ in reads):
+                raise AssertionError("a memo read of a row term no pass has stored")
+            lines += [f"{inner}{em.name(m)} = {em.memo[e]}[_iu, _c]" for e, m in reads]
             writes = [(f"{a}[_iu, _c]", e) for (a, _), e in zip(element, hoisted, strict=True)]
             lines += em.assign(writes, inner)
         return lines

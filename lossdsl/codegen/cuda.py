@@ -59,6 +59,12 @@ def _minimum(a, b):
 
 
 @cuda.jit(**_DEV)
+def _nan_or(v, w):
+    # The constant arm of a clamp: NaN when the clamped operand w is NaN.
+    return w if w != w else v
+
+
+@cuda.jit(**_DEV)
 def _block_sum(_sh, _k):
     # A fixed tree over the block: the same additions in the same order on every run.
     _tid = cuda.threadIdx.x
@@ -129,12 +135,30 @@ def _logcosh_{s}(x):
 """
 
 
+# The names the CUDA kernel and launcher templates use, by role (see `names.Names`).
+_FIXED_NAMES = {
+    "_sw": "sample weights", "_mode": "reduction", "_geom": "launch geometry",
+    "_G": "lanes per row", "_tpb": "threads per block", "_nb": "blocks", "_S": "batch scalars",
+    "_P": "block partials", "_r": "results", "_out": "value output", "_sh": "shared memory",
+    "_tid": "thread index", "_lane": "lane", "_rows": "rows per block", "_r0": "row start",
+    "_live": "live row", "_own": "row owner", "_has_sw": "sample weights given",
+    "_weighted": "weighted flag", "_W": "weight sum", "_scale": "scale",
+    "_scalef": "scale in dtype", "_wv": "spec weight", "_w": "weight", "_val": "sample value",
+    "_acc": "value accumulator", "_accw": "weight accumulator", "_nbad": "bad-row count",
+    "_o": "merge offset", "_ct": "cotangent", "_V": "per-class vectors",
+    "_PV": "per-class row terms",
+}  # fmt: skip
+
+
 class RowEmitter(BodyEmitter):
     """`BodyEmitter` for `_G` threads per row: strided element loops, shared-memory merges."""
 
     def __init__(self, derived: Derived, dtype: str) -> None:
         super().__init__(derived, dtype, FUNCTIONS, NAME)
         self.columns = 2
+
+    def fixed_names(self) -> dict[str, str]:
+        return {**super().fixed_names(), **_FIXED_NAMES}
 
     def element_loop(self) -> str:
         return f"for {self.layout.element} in range(_lane, {self.layout.axis_len}, _G):"
@@ -196,6 +220,7 @@ def generate(derived: Derived) -> KernelSource:
     loss = derived.lowered.loss
     parts: list[str] = []
     entries = []
+    names: dict[str, dict[str, str]] = {}
     columns = 2
     for dtype in DTYPES:
         helpers = SHARED_HELPERS + _HELPERS
@@ -209,13 +234,17 @@ def generate(derived: Derived) -> KernelSource:
             parts.append(kernel.text())
             columns = max(columns, kernel.em.columns, len(kernel.totals) + 1, len(kernel.adjoints))
             entries.append(name)
+            tags = "abm" if kernel.adjoints else "am"
+            for function in (name, *(f"_{name}_{tag}" for tag in tags)):
+                names[function] = kernel.em.names.roles
     if any(q.along for q in derived.quantities):
         parts.append(_COLSUM)
     if derived.hessian_error is not None:
         # No Hessian entry points: the caller raises this (lossdsl.api).
         parts.append(f"\nHESSIAN_ERROR = {derived.hessian_error!r}")
     header = _HEADER.format(loss=loss.name, threads=THREADS, columns=columns)
-    return KernelSource(loss.name, NAME, header + "\n".join(parts) + "\n", tuple(entries))
+    text = header + "\n".join(parts) + "\n"
+    return KernelSource(loss.name, NAME, text, tuple(entries), names)
 
 
 class _Kernel:
@@ -400,13 +429,14 @@ class _Kernel:
     def _totals_body(self) -> tuple[list[str], list[str], list[str]]:
         """The weight first: every total's summand holds it (aggregates.WEIGHT), and a
         zero-weight sample adds nothing (its NaNs included)."""
+        em = self.em
         done: set[sp.Symbol] = set()
         rows = self._sample([("_wv", self.d.weight)], done)
         rows.append("        _w = _wv * (_sw[_i] if _has_sw else 1.0)")
-        targets = [(f"_x{j}", q.expr) for j, q in enumerate(self.totals)]
+        targets = [(em.claim(f"_x{j}", "total term"), q.expr) for j, q in enumerate(self.totals)]
         rows += self._sample(targets, done)
         rows.append("        if _own and _w != 0:")
-        accs = [f"_acc{j}" for j in range(len(self.totals))] + ["_accw"]
+        accs = [em.claim(f"_acc{j}", "accumulator") for j in range(len(self.totals))] + ["_accw"]
         rows += [f"            _acc{j} += _x{j}" for j in range(len(self.totals))]
         rows.append("            _accw += _w")
         rows += self._vector_terms(self.vtotals, done)
@@ -424,7 +454,8 @@ class _Kernel:
         used = set().union(*(e.free_symbols for e in hoisted))
         lines += ["        if _live:", "            " + em.element_loop()]
         lines += em.loads(used & em.elements, inner)
-        lines += em.assign([(f"_vs{m}", e) for m, e in enumerate(hoisted)], inner)
+        terms = [(em.claim(f"_vs{m}", "per-class term"), e) for m, e in enumerate(hoisted)]
+        lines += em.assign(terms, inner)
         lines += [
             f"{inner}_PV[_i, {m} * _nc + _c] = _vs{m} if _w != 0 else 0.0" for m in range(len(qs))
         ]
@@ -441,13 +472,16 @@ class _Kernel:
         setup += self._vector_views(self.vtotals, 0)
         done: set[sp.Symbol] = set()
         rows = self._sample([("_wv", self.d.weight)], done) + self._weight()
-        targets = [(f"_y{j}", q.expr) for j, q in enumerate(self.adjoints)]
+        targets = [
+            (self.em.claim(f"_y{j}", "adjoint term"), q.expr) for j, q in enumerate(self.adjoints)
+        ]
         rows += self._sample(targets, done)
         if self.adjoints:
             rows.append("        if _own and _w != 0:")
             rows += [f"            _acc{j} += _y{j}" for j in range(len(self.adjoints))]
         rows += self._vector_terms(self.vadjoints, done)
-        return setup, rows, [f"_acc{j}" for j in range(len(self.adjoints))]
+        accs = [self.em.claim(f"_acc{j}", "accumulator") for j in range(len(self.adjoints))]
+        return setup, rows, accs
 
     def _main_body(self) -> tuple[list[str], list[str], list[str]]:
         setup = self._batch_values(self.totals, 0)
@@ -486,7 +520,7 @@ class _Kernel:
         scalar = [(a, e) for a, e, along in outs if not along]
         element = [(a, e) for a, e, along in outs if along]
         defs, hoisted = em.hoist([e for _, e in element])
-        temps = [(f"_d{j}", e) for j, (_, e) in enumerate(scalar)]
+        temps = [(em.claim(f"_d{j}", "derivative"), e) for j, (_, e) in enumerate(scalar)]
         lines = self._sample(temps + [(em.name(s), e) for s, e in defs], done)
         # Hoisting can leave a row aggregate as a bare factor of an element expression.
         lines += em.row_block(hoisted, "        ", done)

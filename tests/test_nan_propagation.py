@@ -1,0 +1,66 @@
+"""NaN in an input propagates through clamps as in PyTorch (issue 9).
+
+`max(x, c)`, `min(x, c)`, `clip` and `relu` once returned the constant for a NaN operand
+(`hinge(NaN, 1) = 0`). For every built-in whose formula has such a clamp, the first element of
+each differentiated input is set to NaN; the per-sample values and gradients are compared with
+the framework reference of tests/oracles.py under torch autograd. That sample's value must be
+NaN. Its gradient follows torch's op-level conventions (a clamp's gradient at NaN is 0, as
+torch.clamp's backward), but torch's own losses compose them differently (some multiply the 0 by
+a NaN upstream gradient, some select): its entries must be NaN or 0, never a finite number that
+hides the NaN. Every other sample must match torch exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from oracles import BY_SPEC
+from test_catalog import _torch_reference
+
+import lossdsl
+
+CLAMPED = (
+    "hinge",
+    "squared_hinge",
+    "categorical_hinge",
+    "multi_margin",
+    "margin_ranking",
+    "hinge_embedding",
+    "cosine_embedding",
+    "cosine_similarity",
+    "triplet_margin",
+    "gaussian_nll",
+    "msle",
+)
+
+
+def _with_nan(inputs: tuple[np.ndarray, ...], position: int) -> tuple[np.ndarray, ...]:
+    out = [a.copy() for a in inputs]
+    flat = out[position].reshape(-1)
+    flat[0] = np.nan
+    return tuple(out)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", CLAMPED)
+def test_nan_input_propagates_as_in_torch(name: str) -> None:
+    oracle = BY_SPEC[name]
+    loss = lossdsl.get(name)
+    cases = oracle.cases(np.random.default_rng(zlib.crc32(name.encode())))
+    inputs = next(iter(cases.values()))
+    for k, input_name in enumerate(loss.inputs):
+        if input_name not in loss.wrt:
+            continue
+        bad = _with_nan(inputs, k)
+        value, grads = loss.value_and_grad(*bad, reduction="none")
+        ref_value, ref_grads = _torch_reference(oracle, loss, bad, "none", {})
+        assert np.isnan(value[0]), "the NaN sample's value must be NaN"
+        assert_close(value[1:], ref_value[1:])
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        for ours, ref in zip(grads, ref_grads, strict=True):
+            assert_close(ours[1:], ref[1:])
+            first = ours[0].reshape(-1)
+            assert np.all(np.isnan(first) | (first == 0)), first
