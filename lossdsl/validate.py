@@ -150,7 +150,7 @@ def _check_domain(p: ir.Param, number: float, shown: Any) -> None:
 
 def _inside(domain: ir.Domain, a: np.ndarray) -> np.ndarray:
     """Elementwise `domain.contains` (NaN is never inside)."""
-    ok = ~np.isnan(a)
+    ok: np.ndarray = ~np.isnan(a)
     if domain.low is not None:
         ok &= a >= domain.low if domain.low_closed else a > domain.low
     if domain.high is not None:
