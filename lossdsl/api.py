@@ -22,9 +22,15 @@ from lossdsl import ir, runtime, validate
 from lossdsl.check import check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
 from lossdsl.codegen.names import entry_name
-from lossdsl.errors import SpecDomainError, SpecShapeError, UnknownLossError, did_you_mean
+from lossdsl.errors import (
+    LossDSLError,
+    SpecDomainError,
+    SpecShapeError,
+    UnknownLossError,
+    did_you_mean,
+)
 from lossdsl.parse import parse_spec
-from lossdsl.registry import Registry
+from lossdsl.registry import Registry, read_spec_file
 
 if TYPE_CHECKING:
     from lossdsl.derive import Derived
@@ -654,7 +660,15 @@ def available(task: str | None = None) -> list[str]:
     reg = _registry()
     if task is None:
         return reg.names()
-    return [n for n in reg.names() if reg.definition(n).task == task]
+    return [n for n in reg.names() if _task_of(reg, n) == task]
+
+
+def _task_of(reg: Registry, name: str) -> str | None:
+    """A loss's task, or None for a spec that fails to check (`get` reports that)."""
+    try:
+        return reg.definition(name).task
+    except LossDSLError:
+        return None
 
 
 def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
@@ -665,7 +679,7 @@ def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
 def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss:
     """Compile a spec file. With several losses in it, `name` picks one (default: last)."""
     p = Path(path)
-    return _from_source(p.read_text(encoding="utf-8"), str(p), name, target)
+    return _from_source(read_spec_file(p), str(p), name, target)
 
 
 def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:
@@ -704,9 +718,9 @@ def register(loss_or_path: Loss | str | Path, replace: bool = False) -> list[str
         names = [loss_or_path.name]
     else:
         names = reg.register_file(Path(loss_or_path), replace)
-    for n in names:
-        for key in [k for k in _LOSSES if k[0] == n]:
-            del _LOSSES[key]
+    # A user loss may call one just registered over an old name: make every user loss anew.
+    for key in [k for k in _LOSSES if not reg.is_builtin(k[0])]:
+        del _LOSSES[key]
     return names
 
 
