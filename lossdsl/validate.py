@@ -97,7 +97,8 @@ def scalar_param(p: ir.Param, value: Any, dtype: np.dtype[Any]) -> Any:
         _check_domain(p, float(number), value)
         return np.int64(int(number))
     _check_domain(p, float(number), value)
-    typed = dtype.type(number)
+    with np.errstate(over="ignore"):  # an overflow is reported just below
+        typed = dtype.type(number)
     if math.isinf(typed) and not math.isinf(number):
         raise SpecDomainError(f"{what} = {value!r} overflows {dtype}", p.span)
     return typed
