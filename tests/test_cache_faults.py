@@ -31,6 +31,7 @@ loss faulty_huber(pred, target; delta: real = 1.0 > 0):
     return where(abs(r) <= delta, 0.5 * r^2, delta * (abs(r) - 0.5 * delta))
 """
 DELTA = 0.7
+SLOW = pytest.mark.slow
 CHILD = """
 import json, sys
 import numpy as np
@@ -124,9 +125,6 @@ def test_eight_processes_compile_one_new_spec_at_once(tmp_path: Path) -> None:
     report, _ = _run(cache)
     assert report["misses"] == 0
     assert report["hits"] == 1
-
-
-SLOW = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
