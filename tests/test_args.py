@@ -66,6 +66,7 @@ CASES: list[tuple[str, Callable[[], Any], type[LossDSLError], str]] = [
     ),
     ("sample-weight-shape", lambda: _sce(sample_weight=[1, 1]), SpecShapeError, "broadcast"),
     ("sample-weight-complex", lambda: _sce(sample_weight=1j), SpecShapeError, "complex"),
+    ("real-param-bigint", lambda: _huber(delta=10**400), SpecDomainError, "too large for a float"),
     ("real-param-str", lambda: _huber(delta="1.5"), SpecShapeError, "single real number, got str"),
     ("real-param-none", lambda: _huber(delta=None), SpecShapeError, "got NoneType None"),
     ("real-param-array", lambda: _huber(delta=np.ones(2)), SpecShapeError, "shape (2,)"),

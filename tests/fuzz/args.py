@@ -13,7 +13,9 @@ weights and out= arrays, wrong argument counts and keywords. Outcomes:
 - hang: no answer within the time limit.
 
 Cases run in worker processes (a crash or hang costs one case). The long campaign:
-`python -m tests.fuzz.args --n 10000 --seed 1 --workers 2`.
+`python -m tests.fuzz.args --n 10000 --seed 1 --workers 2` draws from `CAMPAIGN`, 17 built-ins
+that cover every kind of input, parameter and reduction (`--all`: every built-in, which
+compiles many more kernel variants first).
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ QUICK = (
     "gaussian_nll",
     "triplet_margin",
     "cross_entropy",
+)
+# The long campaign's losses: every kind of input, parameter, reduction and batch total.
+CAMPAIGN = (
+    *QUICK,
+    *("mse", "poisson_nll", "kl_div_batchmean", "nll", "box_iou", "cosine_embedding"),
+    *("hinge_embedding", "dice", "rmse", "sigmoid_focal", "margin_ranking"),
 )
 
 
@@ -436,12 +444,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a hang")
     parser.add_argument("--quick", action="store_true", help="only the losses of the test slice")
+    parser.add_argument("--all", action="store_true", help="every built-in loss")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         _serve()
         return 0
-    losses = QUICK if args.quick else None
+    losses = QUICK if args.quick else None if args.all else CAMPAIGN
     results = campaign(args.n, args.seed, args.workers, args.timeout, losses, args.start, 500)
     for index, r in sorted(results.items()):
         if r["outcome"] in ("crash", "wrong", "hang"):
