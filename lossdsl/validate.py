@@ -97,7 +97,7 @@ def scalar_param(p: ir.Param, value: Any, dtype: np.dtype[Any]) -> Any:
             raise SpecDomainError(f"{what} = {value!r} is outside the int64 range", p.span)
         _check_domain(p, float(number), value)
         return np.int64(int(number))
-    if abs(number) > sys.float_info.max:  # a Python int that float() cannot hold
+    if isinstance(number, int) and abs(number) > sys.float_info.max:  # float() would overflow
         raise SpecDomainError(f"{what} = {describe(value)} is too large for a float", p.span)
     _check_domain(p, float(number), value)
     with np.errstate(over="ignore"):  # an overflow is reported just below
