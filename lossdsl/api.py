@@ -407,7 +407,9 @@ def _unalias(call: _Call, outs: list[np.ndarray]) -> _Call:
 
     def private(x: Any) -> Any:
         if isinstance(x, np.ndarray) and any(np.may_share_memory(x, o) for o in outs):
-            return x.copy()
+            copy = x.copy()  # as writeable as the original: the same kernel signature
+            copy.flags.writeable = x.flags.writeable
+            return copy
         return x
 
     arrays = [private(a) for a in call.arrays]
@@ -416,6 +418,15 @@ def _unalias(call: _Call, outs: list[np.ndarray]) -> _Call:
     if sw is call.sw and all(map(operator.is_, arrays + params, call.arrays + call.params)):
         return call
     return dataclasses.replace(call, arrays=arrays, params=params, sw=sw)
+
+
+def _kernel_view(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous view of `a` (a copy if `a` is strided): Numba types arrays by
+    layout and writeability, so strided, read-only (memory-mapped, JAX) and plain inputs would
+    each compile the kernel again; this way they share one signature."""
+    view = a.view() if a.flags.c_contiguous else np.ascontiguousarray(a)
+    view.flags.writeable = False
+    return view
 
 
 def _one_or_tuple(items: list[np.ndarray]) -> Any:
@@ -458,7 +469,9 @@ class _Call:
 
     def with_arrays(self, args: tuple[np.ndarray, ...], names: tuple[str, ...]) -> _Call:
         """This validated call for new arrays of the same shapes and dtypes (`names` in order)."""
-        flat = [b.reshape(self.flat_shape(x)) for b, x in zip(args, names, strict=True)]
+        flat = [
+            _kernel_view(b.reshape(self.flat_shape(x))) for b, x in zip(args, names, strict=True)
+        ]
         return _Call(
             self.dtype, self.dtag, self.batch, self.n, self.axis_len, flat, self.params,
             None, self.mode, self.shapes, self.axis_inputs, self.defaults,
@@ -483,10 +496,11 @@ def _bind(
     for inp in loss.inputs:
         a = arrays[inp.name]
         full = batch + ((axis_len,) if inp.axis else ())
-        # broadcast_to returns a read-only view, which Numba types differently from a writable
-        # array: use it only when broadcasting, so repeated calls reuse one compiled signature.
-        shaped = a if a.shape == full else np.broadcast_to(a, full)
-        flat.append(shaped.reshape((n, axis_len) if inp.axis else (n,)))
+        flat_shape = (n, axis_len) if inp.axis else (n,)
+        if a.shape == full:
+            flat.append(_kernel_view(a.reshape(flat_shape)))
+        else:  # read-only and strided (zero steps), a second signature only when broadcasting
+            flat.append(np.broadcast_to(a, full).reshape(flat_shape))
     try:
         params = [_param_value(p, kw.pop(p.name, p.default), dtype, axis_len) for p in loss.params]
     except SpecDomainError as exc:

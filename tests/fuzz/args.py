@@ -407,6 +407,8 @@ def campaign(
                 if line:
                     results[index] = json.loads(line)
                     w.job = None
+                    if progress and results[index]["outcome"] not in ("ok", "error"):
+                        print(f"case {seed}/{index}: {line.strip()}", file=sys.stderr, flush=True)
                     if progress and len(results) % progress == 0:
                         print(json.dumps(summary(results)), file=sys.stderr, flush=True)
                     continue
