@@ -290,10 +290,16 @@ def make_case(seed: int, index: int, losses: tuple[str, ...] | None = None) -> C
     if rng.random() < 0.3:
         case.kw["reduction"] = _pick(rng, ["mean", "sum", "none"])
     for _ in range(int(rng.integers(1, 4))):
-        if rng.random() < 0.4:
-            _layout(case, rng, loss.wrt)
-        else:
-            _mutate(case, rng, loss, classes)
+        layout = rng.random() < 0.4
+        try:
+            if layout:
+                _layout(case, rng, loss.wrt)
+            else:
+                _mutate(case, rng, loss, classes)
+        except (KeyError, ValueError):
+            # A mutation that needs what an earlier one removed (an input, an array shape):
+            # the call keeps the earlier mutation only.
+            continue
     return case
 
 
