@@ -13,13 +13,13 @@ LOSSES = ("huber", "sparse_cross_entropy")
 
 
 def test_argument_fuzzer_slice() -> None:
-    results = fuzz.campaign(160, seed=0, workers=2, timeout=120.0, losses=LOSSES)
+    results = fuzz.campaign(120, seed=0, workers=2, timeout=120.0, losses=LOSSES)
     bad = {i: r for i, r in results.items() if r["outcome"] not in ("ok", "error")}
     assert not bad, "\n".join(f"case 0/{i}: {r}" for i, r in sorted(bad.items()))
     counts = Counter(r["outcome"] for r in results.values())
     # The slice must exercise both sides: calls that run and calls that are refused.
-    assert counts["ok"] >= 20
-    assert counts["error"] >= 20
+    assert counts["ok"] >= 15
+    assert counts["error"] >= 15
 
 
 def test_cases_are_reproducible() -> None:
