@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -17,19 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lossdsl import ir, runtime
+from lossdsl import ir, runtime, validate
 from lossdsl.check import check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
 from lossdsl.codegen.names import entry_name
 from lossdsl.errors import (
     DerivationError,
+    LossDSLError,
     SpecDomainError,
     SpecShapeError,
     UnknownLossError,
     did_you_mean,
 )
 from lossdsl.parse import parse_spec
-from lossdsl.registry import Registry
+from lossdsl.registry import Registry, read_spec_file
 
 if TYPE_CHECKING:
     from lossdsl.derive import Derived
@@ -294,6 +296,8 @@ class Loss:
                 if len(self._plans) >= _MAX_PLANS:  # shapes that keep changing: start over
                     self._plans.clear()
                 self._plans[key] = dataclasses.replace(call, arrays=[])
+        if given:
+            call = _unalias(call, given)
         grads: list[np.ndarray] = []
         hess: list[np.ndarray] = []
         if mode == "grad":
@@ -358,17 +362,21 @@ def _plan_key(
     Positional C-contiguous arrays (shape, dtype), hashable parameter values, the reduction and
     the out= arrays' layout; sample weights and anything else take the full path every time.
     """
-    if weight is not None or "weight" in kw:
+    if weight is not None or "weight" in kw or not isinstance(reduction, str | None):
         return None
-    key: list[Any] = [mode, reduction]
+    # The count of positional arrays and of out= arrays are part of the key: f(x, y, out=g)
+    # and f(x, y, g) have the same arrays. dtype.str includes the byte order.
+    key: list[Any] = [mode, reduction, len(args)]
     for a in args:
-        if type(a) is not np.ndarray or not a.flags.c_contiguous:
+        if type(a) is not np.ndarray or not (a.flags.c_contiguous and a.dtype.isnative):
             return None
-        key.append((a.shape, a.dtype.num))
-    for o in _as_list(out) if out is not None else ():
+        key.append((a.shape, a.dtype.str))
+    outs = _as_list(out) if out is not None else []
+    key.append(len(outs))
+    for o in outs:
         if type(o) is not np.ndarray or not (o.flags.c_contiguous and o.flags.writeable):
             return None
-        key.append((o.shape, o.dtype.num))
+        key.append((o.shape, o.dtype.str))
     if kw:
         try:
             items = tuple(sorted(kw.items()))
@@ -409,6 +417,43 @@ def _outputs(call: _Call, wrt: tuple[str, ...], out: Any) -> list[np.ndarray]:
                 hint="use np.ascontiguousarray or np.empty_like",
             )
     return arrays
+
+
+def _unalias(call: _Call, outs: list[np.ndarray]) -> _Call:
+    """The call with private copies of the arrays it reads that overlap an out= array.
+
+    A kernel writes out= while it still reads its inputs, so `grad(x, y, out=x)` would read
+    gradient values as inputs; a copy keeps the result exact (out= arrays overlapping each
+    other cannot be fixed that way and are an error).
+    """
+    for i, a in enumerate(outs):
+        if any(np.may_share_memory(a, b) for b in outs[i + 1 :]):
+            raise SpecShapeError(
+                "out= arrays overlap each other", hint="give each gradient its own array"
+            )
+
+    def private(x: Any) -> Any:
+        if isinstance(x, np.ndarray) and any(np.may_share_memory(x, o) for o in outs):
+            copy = x.copy()  # as writeable as the original: the same kernel signature
+            copy.flags.writeable = x.flags.writeable
+            return copy
+        return x
+
+    arrays = [private(a) for a in call.arrays]
+    params = [private(p) for p in call.params]
+    sw = private(call.sw)
+    if sw is call.sw and all(map(operator.is_, arrays + params, call.arrays + call.params)):
+        return call
+    return dataclasses.replace(call, arrays=arrays, params=params, sw=sw)
+
+
+def _kernel_view(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous view of `a` (a copy if `a` is strided): Numba types arrays by
+    layout and writeability, so strided, read-only (memory-mapped, JAX) and plain inputs would
+    each compile the kernel again; this way they share one signature."""
+    view = a.view() if a.flags.c_contiguous else np.ascontiguousarray(a)
+    view.flags.writeable = False
+    return view
 
 
 def _one_or_tuple(items: list[np.ndarray]) -> Any:
@@ -453,7 +498,9 @@ class _Call:
 
     def with_arrays(self, args: tuple[np.ndarray, ...], names: tuple[str, ...]) -> _Call:
         """This validated call for new arrays of the same shapes and dtypes (`names` in order)."""
-        flat = [b.reshape(self.flat_shape(x)) for b, x in zip(args, names, strict=True)]
+        flat = [
+            _kernel_view(b.reshape(self.flat_shape(x))) for b, x in zip(args, names, strict=True)
+        ]
         return _Call(
             self.dtype, self.dtag, self.batch, self.n, self.axis_len, flat, self.params,
             None, self.mode, self.shapes, self.axis_inputs, self.defaults,
@@ -478,10 +525,11 @@ def _bind(
     for inp in loss.inputs:
         a = arrays[inp.name]
         full = batch + ((axis_len,) if inp.axis else ())
-        # broadcast_to returns a read-only view, which Numba types differently from a writable
-        # array: use it only when broadcasting, so repeated calls reuse one compiled signature.
-        shaped = a if a.shape == full else np.broadcast_to(a, full)
-        flat.append(shaped.reshape((n, axis_len) if inp.axis else (n,)))
+        flat_shape = (n, axis_len) if inp.axis else (n,)
+        if a.shape == full:
+            flat.append(_kernel_view(a.reshape(flat_shape)))
+        else:  # read-only and strided (zero steps), a second signature only when broadcasting
+            flat.append(np.broadcast_to(a, full).reshape(flat_shape))
     try:
         params = [_param_value(p, kw.pop(p.name, p.default), dtype, axis_len) for p in loss.params]
     except SpecDomainError as exc:
@@ -497,7 +545,7 @@ def _bind(
     mode = _reduction(loss, reduction)
     sw = None
     if weight is not None:
-        w = np.asarray(weight, dtype=dtype)
+        w = validate.sample_weight(weight, dtype)
         try:
             sw = np.ascontiguousarray(np.broadcast_to(w, batch).reshape(n))
         except ValueError:
@@ -561,6 +609,11 @@ def _assign_inputs(loss: ir.LossDef, args: tuple[Any, ...], kw: dict[str, Any]) 
             f"loss '{loss.name}' takes {len(names)} inputs ({', '.join(names)}), got {len(args)}"
         )
     given = dict(zip(names, args, strict=False))
+    twice = [name for name in given if name in kw]
+    if twice:
+        raise SpecShapeError(
+            f"input '{twice[0]}' of loss '{loss.name}' is given both by position and by keyword"
+        )
     for name in names[len(args) :]:
         if name not in kw:
             raise SpecShapeError(
@@ -574,7 +627,7 @@ def _assign_inputs(loss: ir.LossDef, args: tuple[Any, ...], kw: dict[str, Any]) 
 def _compute_dtype(loss: ir.LossDef, given: dict[str, Any]) -> np.dtype[Any]:
     dtypes = {}
     for name in loss.wrt:
-        a = np.asarray(given[name])
+        a = validate.numeric_array(given[name], f"input '{name}' of loss '{loss.name}'")
         if a.dtype.kind in "iub" and not isinstance(given[name], np.ndarray):
             a = a.astype(np.float64)
         if a.dtype not in (np.float32, np.float64):
@@ -594,20 +647,10 @@ def _compute_dtype(loss: ir.LossDef, given: dict[str, Any]) -> np.dtype[Any]:
 
 
 def _as_array(loss: ir.LossDef, name: str, value: Any, dtype: np.dtype[Any]) -> np.ndarray:
-    inp = loss.input(name)
-    a = np.asarray(value)
-    if inp.kind == "int":
-        if a.dtype.kind not in "iu":
-            floats = a.dtype.kind == "f" and a.size
-            if floats and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
-                return a.astype(np.int64)
-            raise SpecShapeError(
-                f"input '{name}' of loss '{loss.name}' holds integer labels, got dtype {a.dtype}",
-                hint=f"pass {name}.astype(np.int64)",
-            )
-        return a if a.dtype in (np.int32, np.int64) else a.astype(np.int64)
-    if a.dtype.kind not in "fiub":
-        raise SpecShapeError(f"input '{name}' of loss '{loss.name}' has dtype {a.dtype}")
+    what = f"input '{name}' of loss '{loss.name}'"
+    a = validate.numeric_array(value, what)
+    if loss.input(name).kind == "int":
+        return validate.labels(a, what)
     return a if a.dtype == dtype else a.astype(dtype)
 
 
@@ -659,43 +702,12 @@ def _batch_shape(loss: ir.LossDef, arrays: dict[str, np.ndarray]) -> tuple[int, 
 
 def _param_value(p: ir.Param, value: Any, dtype: np.dtype[Any], axis_len: int) -> Any:
     if p.axis is not None:
-        arr = np.asarray(value, dtype=dtype)
-        if arr.ndim == 0:
-            arr = np.full(axis_len, arr, dtype)
-        if arr.shape != (axis_len,):
-            raise SpecShapeError(f"parameter '{p.name}' needs shape ({axis_len},), got {arr.shape}")
-        if p.domain is not None and not all(p.domain.contains(float(v)) for v in arr):
-            raise SpecDomainError(
-                f"parameter '{p.name}' has values outside its domain {p.domain}", p.span
-            )
-        return np.ascontiguousarray(arr)
-    if isinstance(value, np.ndarray) and value.ndim != 0:
-        raise SpecShapeError(
-            f"parameter '{p.name}' is a scalar, got an array of shape {value.shape}"
-        )
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise SpecShapeError(f"parameter '{p.name}' must be a number, got {value!r}") from None
-    if p.kind == "int":
-        if not v.is_integer():
-            raise SpecDomainError(f"parameter '{p.name}' must be an integer, got {value!r}", p.span)
-        return np.int64(v)
-    if p.domain is not None and not p.domain.contains(v):
-        raise SpecDomainError(
-            f"parameter '{p.name}' = {value!r} is outside its domain {p.domain}",
-            p.span,
-        )
-    return dtype.type(v)
+        return validate.axis_param(p, value, dtype, axis_len)
+    return validate.scalar_param(p, value, dtype)
 
 
 def _reduction(loss: ir.LossDef, reduction: str | None) -> int:
-    chosen = reduction if reduction is not None else loss.reduction
-    if chosen not in _MODES:
-        raise SpecShapeError(
-            f"unknown reduction {chosen!r}", hint="reduction is 'mean', 'sum' or 'none'"
-        )
-    return _MODES[chosen]
+    return validate.reduction_name(reduction, loss.reduction, _MODES)
 
 
 # -- module-level functions ------------------------------------------------------------------
@@ -728,7 +740,15 @@ def available(task: str | None = None) -> list[str]:
     reg = _registry()
     if task is None:
         return reg.names()
-    return [n for n in reg.names() if reg.definition(n).task == task]
+    return [n for n in reg.names() if _task_of(reg, n) == task]
+
+
+def _task_of(reg: Registry, name: str) -> str | None:
+    """A loss's task, or None for a spec that fails to check (`get` reports that)."""
+    try:
+        return reg.definition(name).task
+    except LossDSLError:
+        return None
 
 
 def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
@@ -739,7 +759,7 @@ def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
 def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss:
     """Compile a spec file. With several losses in it, `name` picks one (default: last)."""
     p = Path(path)
-    return _from_source(p.read_text(encoding="utf-8"), str(p), name, target)
+    return _from_source(read_spec_file(p), str(p), name, target)
 
 
 def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:
@@ -778,9 +798,9 @@ def register(loss_or_path: Loss | str | Path, replace: bool = False) -> list[str
         names = [loss_or_path.name]
     else:
         names = reg.register_file(Path(loss_or_path), replace)
-    for n in names:
-        for key in [k for k in _LOSSES if k[0] == n]:
-            del _LOSSES[key]
+    # A user loss may call one just registered over an old name: make every user loss anew.
+    for key in [k for k in _LOSSES if not reg.is_builtin(k[0])]:
+        del _LOSSES[key]
     return names
 
 

@@ -9,6 +9,8 @@ resolved here, with recursion detected. No kernels or Numba here.
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 from lossdsl import ir
 from lossdsl.check import check_spec
 from lossdsl.errors import LossDSLError, SpecNameError, UnknownLossError, did_you_mean
-from lossdsl.parse import parse_spec
+from lossdsl.parse import MAX_SOURCE_BYTES, parse_spec
 
 
 def specs_dir() -> Path:
@@ -25,6 +27,35 @@ def specs_dir() -> Path:
     if packaged.is_dir():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "specs"
+
+
+def read_spec_file(path: Path) -> str:
+    """The text of a spec file, read without blocking and never past the size limit.
+
+    Raises:
+        LossDSLError: not a regular file (a FIFO, a device, a directory), unreadable, larger
+            than the parser accepts, or not UTF-8.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is rejected just below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise LossDSLError(f"cannot read spec file {path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LossDSLError(f"spec file {path} is not a regular file")
+        data = os.read(fd, MAX_SOURCE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise LossDSLError(f"spec file {path} is larger than {MAX_SOURCE_BYTES // 1024} KiB")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LossDSLError(
+            f"spec file {path} is not valid UTF-8 (byte {exc.start})",
+            hint="save it as UTF-8",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -36,19 +67,35 @@ class _Entry:
 
 
 class Registry:
-    """Loss definitions by name; each is parsed and checked at most once."""
+    """Loss definitions by name; each is parsed and checked at most once.
+
+    Composition: a built-in spec calls built-ins only (the definitions it was written
+    against, whatever a user registers later). A user spec calls what is registered under the
+    name when it is checked; registering a loss over an existing name makes every user loss
+    be checked again on its next use, so the result never depends on the order of calls.
+    """
 
     def __init__(self, builtin_dir: Path | None = None, search_path: str | None = None) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._builtins: dict[str, _Entry] = {}
+        # Checked definitions: of built-in entries, and of the user entries now registered.
+        self._builtin_defs: dict[str, ir.LossDef] = {}
         self._defs: dict[str, ir.LossDef] = {}
         self._resolving: list[str] = []
         directory = builtin_dir if builtin_dir is not None else specs_dir()
         for path in sorted(directory.glob("*.loss")):
-            self._entries[path.stem] = _Entry(path.stem, path, None, True)
+            self._builtins[path.stem] = self._entries[path.stem] = _Entry(
+                path.stem, path, None, True
+            )
         path_var = search_path if search_path is not None else os.environ.get("LOSSDSL_PATH", "")
         for folder in filter(None, path_var.split(os.pathsep)):
             for path in sorted(Path(folder).glob("*.loss")):
-                self.register_file(path)
+                try:
+                    self._register_spec_file(path, replace=False)
+                except LossDSLError as exc:
+                    # One bad file on the search path costs only itself.
+                    where = exc.span or path
+                    warnings.warn(f"lossdsl: skipped {where}: {exc.message}", stacklevel=2)
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -62,37 +109,51 @@ class Registry:
         Raises:
             UnknownLossError: no such loss (the hint names close matches).
         """
-        if name in self._defs:
-            return self._defs[name]
         if name not in self._entries:
             raise UnknownLossError(
                 f"unknown loss '{name}'",
                 hint=did_you_mean(name, self._entries) or "see `lossdsl list`",
             )
-        entry = self._entries[name]
-        if name in self._resolving:
-            chain = " -> ".join([*self._resolving, name])
-            raise SpecNameError(f"losses call each other in a cycle: {chain}")
-        self._resolving.append(name)
-        try:
-            source = entry.source
-            if source is None:
-                assert entry.path is not None
-                source = entry.path.read_text(encoding="utf-8")
-            file = str(entry.path) if entry.path else "<string>"
-            for loss in check_spec(parse_spec(source, file), self.resolve):
-                self._defs.setdefault(loss.name, loss)
-        finally:
-            self._resolving.pop()
-        if name not in self._defs:
-            raise UnknownLossError(f"{entry.path} does not define a loss named '{name}'")
-        return self._defs[name]
+        return self._checked(self._entries[name])
 
     def resolve(self, name: str) -> ir.LossDef | None:
         """Composition lookup: the loss called `name`, or None if there is none."""
         if name not in self._entries:
             return None
         return self.definition(name)
+
+    def _resolve_builtin(self, name: str) -> ir.LossDef | None:
+        """Composition lookup for built-in specs: built-ins only, never a user's shadow."""
+        entry = self._builtins.get(name)
+        return self._checked(entry) if entry is not None else None
+
+    def _checked(self, entry: _Entry) -> ir.LossDef:
+        memo, table = (
+            (self._builtin_defs, self._builtins) if entry.builtin else (self._defs, self._entries)
+        )
+        if entry.name in memo:
+            return memo[entry.name]
+        if entry.name in self._resolving:
+            chain = " -> ".join([*self._resolving, entry.name])
+            raise SpecNameError(f"losses call each other in a cycle: {chain}")
+        self._resolving.append(entry.name)
+        try:
+            source = entry.source
+            if source is None:
+                assert entry.path is not None
+                source = read_spec_file(entry.path)
+            file = str(entry.path) if entry.path else "<string>"
+            resolver = self._resolve_builtin if entry.builtin else self.resolve
+            for loss in check_spec(parse_spec(source, file), resolver):
+                # Only names this same file is registered for: another may shadow one.
+                owner = table.get(loss.name)
+                if owner is not None and (owner.path, owner.source) == (entry.path, entry.source):
+                    memo.setdefault(loss.name, loss)
+        finally:
+            self._resolving.pop()
+        if entry.name not in memo:
+            raise UnknownLossError(f"{entry.path} does not define a loss named '{entry.name}'")
+        return memo[entry.name]
 
     def register_file(self, path: Path, replace: bool = False) -> list[str]:
         """Register every loss of a spec file (or every `*.loss` in a directory)."""
@@ -102,22 +163,26 @@ class Registry:
             for child in sorted(path.glob("*.loss")):
                 names += self.register_file(child, replace)
             return names
-        try:
-            source = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise LossDSLError(f"cannot read spec file {path}: {exc.strerror}") from None
-        spec = parse_spec(source, str(path))
-        names = [loss.name for loss in spec.losses]
-        for name in names:
-            self._add(_Entry(name, path, None, False), replace)
-        return names
+        return self._register_spec_file(path, replace)
+
+    def _register_spec_file(self, path: Path, replace: bool) -> list[str]:
+        """All of a file's losses, or none of them (on a read, syntax or name error)."""
+        spec = parse_spec(read_spec_file(path), str(path))
+        entries = [_Entry(loss.name, path, None, False) for loss in spec.losses]
+        for entry in entries:
+            self._check_free(entry, replace)
+        for entry in entries:
+            self._add(entry)
+        return [entry.name for entry in entries]
 
     def register_definition(self, loss: ir.LossDef, replace: bool = False) -> None:
         """Register an already checked loss (for example one compiled from a string)."""
-        self._add(_Entry(loss.name, None, loss.source, False), replace)
+        entry = _Entry(loss.name, None, loss.source, False)
+        self._check_free(entry, replace)
+        self._add(entry)
         self._defs[loss.name] = loss
 
-    def _add(self, entry: _Entry, replace: bool) -> None:
+    def _check_free(self, entry: _Entry, replace: bool) -> None:
         old = self._entries.get(entry.name)
         if old is not None and not replace and old.path != entry.path:
             where = "a built-in" if old.builtin else f"already registered from {old.path}"
@@ -125,5 +190,9 @@ class Registry:
                 f"loss '{entry.name}' is {where}",
                 hint="rename it, or pass replace=True to shadow it deliberately",
             )
+
+    def _add(self, entry: _Entry) -> None:
+        if entry.name in self._entries:
+            # A user loss may call the one replaced: check them all again when next used.
+            self._defs.clear()
         self._entries[entry.name] = entry
-        self._defs.pop(entry.name, None)

@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from lossdsl import diskcache
 from lossdsl.errors import KernelCompileError
 
 # Bump when generated code changes shape, so old cache entries are not reused.
@@ -60,27 +60,47 @@ def _code_digest() -> str:
 
 
 def module_path(key: str) -> Path:
-    return cache_dir() / f"lossdsl_{key[:40]}.py"
+    """Where the module for `key` lives: in the cache directory, or the stand-in for it."""
+    return diskcache.usable_dir(cache_dir()) / f"lossdsl_{key[:40]}.py"
 
 
 def load_module(key: str, make_source: Callable[[], str]) -> ModuleType:
-    """Import the generated module for `key`, writing it first if the cache lacks it."""
+    """Import the generated module for `key`, writing it first if the cache lacks it (or holds
+    a copy that fails its digest)."""
     path = module_path(key)
     name = path.stem
     if name in sys.modules:
         return sys.modules[name]
-    if not path.exists():
-        _write_atomic(path, make_source())
+    text = diskcache.read_source(path)
+    if text is None:
+        text = make_source()
+        try:
+            diskcache.write_source(path, text)
+        except OSError as exc:
+            path = diskcache.abandon_dir(cache_dir(), exc) / path.name
+            diskcache.write_source(path, text)
     if os.environ.get("LOSSDSL_DEBUG"):
         print(f"lossdsl: kernel module {path}", file=sys.stderr)
-        print(path.read_text(encoding="utf-8"), file=sys.stderr)
+        print(text, file=sys.stderr)
+    module = _import_source(name, path, text)
+    diskcache.guard_numba_caches(module)
+    return module
+
+
+def _import_source(name: str, path: Path, text: str) -> ModuleType:
+    """Run the verified `text` of `path` as module `name`.
+
+    Not the import system's loader: it would read the file again (after the check) and use a
+    `.pyc` that nothing verifies. The code still names `path`, so tracebacks show its lines
+    and Numba's `cache=True` finds its file.
+    """
     spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
+    if spec is None:
         raise KernelCompileError(f"cannot import generated kernels from {path}", str(path))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(text, str(path), "exec"), module.__dict__)
     except Exception as exc:
         del sys.modules[name]
         raise KernelCompileError(
@@ -89,18 +109,6 @@ def load_module(key: str, make_source: Callable[[], str]) -> ModuleType:
             hint=f"delete {path} and retry; report the spec if it persists",
         ) from exc
     return module
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_kernel(module: ModuleType, entry: str, args: tuple[Any, ...]) -> Any:
