@@ -22,7 +22,7 @@ from lossdsl.check import check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
 from lossdsl.codegen.names import entry_name
 from lossdsl.errors import SpecDomainError, SpecShapeError, UnknownLossError, did_you_mean
-from lossdsl.parse import parse_spec
+from lossdsl.parse import parse_spec, read_spec
 from lossdsl.registry import Registry
 
 if TYPE_CHECKING:
@@ -668,7 +668,7 @@ def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
 def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss:
     """Compile a spec file. With several losses in it, `name` picks one (default: last)."""
     p = Path(path)
-    return _from_source(p.read_text(encoding="utf-8"), str(p), name, target)
+    return _from_source(read_spec(p), str(p), name, target)
 
 
 def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:

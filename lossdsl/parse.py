@@ -8,6 +8,9 @@ never leave this module: they become `SpecSyntaxError` with a span. No name reso
 from __future__ import annotations
 
 import functools
+import os
+import re
+import stat
 import sys
 from collections.abc import Iterator
 from importlib import resources
@@ -18,6 +21,7 @@ import lark
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
+from lossdsl import limits
 from lossdsl import nodes as n
 from lossdsl.errors import LossDSLError, Span, SpecSyntaxError
 
@@ -75,6 +79,8 @@ class _BracketNewlines(lark.lark.PostLex):
                 raise _TooLarge(
                     token, "statement" if in_statement > MAX_STATEMENT_TOKENS else "spec"
                 )
+            if token.type == "NAME" and len(token) > limits.MAX_IDENTIFIER:
+                raise _TooLarge(token, "name")
             if token.type == "_NL":
                 if depth > 0:
                     continue
@@ -122,6 +128,7 @@ def parse_spec(source: str, file: str = "<string>") -> n.Spec:
     Raises:
         SpecSyntaxError: the text does not follow the grammar or exceeds the size limits.
     """
+    source = source.removeprefix("\ufeff")
     if len(source.encode("utf-8", "replace")) > MAX_SOURCE_BYTES:
         span = Span(file, 1, 1, 1, 2)
         raise SpecSyntaxError(
@@ -147,7 +154,55 @@ def parse_spec(source: str, file: str = "<string>") -> n.Spec:
         raise
     finally:
         sys.setrecursionlimit(limit)
-    return n.Spec(tuple(losses), source, file)
+    spec = n.Spec(tuple(losses), source, file)
+    limits.bound_syntax(spec)
+    return spec
+
+
+def decode_spec(data: bytes, file: str = "<bytes>") -> str:
+    """The text of a spec file's bytes: UTF-8, a leading byte order mark dropped.
+
+    Raises:
+        SpecSyntaxError: the bytes are not UTF-8 (the span points at the first bad byte).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        good = data[: exc.start].decode("utf-8")
+        line = good.count("\n") + 1
+        column = len(good) - (good.rfind("\n") + 1) + 1
+        span = Span(file, line, column, line, column + 1, len(good), len(good) + 1)
+        shown = data.decode("utf-8", "replace")
+        raise SpecSyntaxError(
+            f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            span,
+            shown,
+            "save the spec as UTF-8",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def read_spec(path: Path) -> str:
+    """The text of a spec file: a regular file of at most `MAX_SOURCE_BYTES`, in UTF-8.
+
+    Raises:
+        SpecSyntaxError: not UTF-8 or too large. LossDSLError: not a readable regular file.
+    """
+    try:
+        # Non-blocking open: a FIFO must be refused, not waited on.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LossDSLError(f"spec file {path} is not a regular file")
+            data = f.read(MAX_SOURCE_BYTES + 1)
+    except OSError as exc:
+        raise LossDSLError(f"cannot read spec file {path}: {exc.strerror}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise SpecSyntaxError(
+            f"spec file {path} is larger than {MAX_SOURCE_BYTES // 1024} KiB",
+            hint="split it into several files",
+        )
+    return decode_spec(data, str(path))
 
 
 def _token_span(token: Token, file: str) -> Span:
@@ -160,7 +215,11 @@ def _token_span(token: Token, file: str) -> Span:
 
 def _too_large(exc: _TooLarge, file: str, source: str) -> SpecSyntaxError:
     span = _token_span(exc.token, file)
-    if exc.what == "nesting":
+    if exc.what == "name":
+        msg = f"name of {len(exc.token)} characters (at most {limits.MAX_IDENTIFIER})"
+        hint = "use a shorter name"
+        span = Span(file, span.line, span.column, span.line, span.column + 1, span.start)
+    elif exc.what == "nesting":
         msg = f"brackets nested more than {MAX_BRACKET_DEPTH} deep"
         hint = "name intermediate results with local assignments"
     elif exc.what == "statement":
@@ -178,20 +237,72 @@ def _syntax_error(exc: UnexpectedInput, file: str, source: str) -> SpecSyntaxErr
         bad = source[pos] if pos < len(source) else ""
         span = Span(file, line, col, line, col + 1, pos, pos + 1)
         return SpecSyntaxError(f"unexpected character {bad!r}", span, source, _char_hint(bad))
-    if isinstance(exc, UnexpectedEOF):
-        lines = source.splitlines() or [""]
-        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
-        expected_eof = {str(t) for t in exc.expected}
-        return SpecSyntaxError("unexpected end of input", span, source, _expected(expected_eof))
-    token: Token = exc.token  # type: ignore[attr-defined]
-    expected: set[str] = set(getattr(exc, "expected", set()) or set())
-    if token.type == "$END":
-        lines = source.splitlines() or [""]
-        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+    token: Token | None = getattr(exc, "token", None)
+    expected = {str(t) for t in (getattr(exc, "expected", None) or ())}
+    if isinstance(exc, UnexpectedEOF) or token is None or token.type == "$END":
+        opened = _open_bracket(source, len(source))
+        if opened is not None:
+            return _unclosed(opened, file, source)
+        span = _position_span(file, source, len(source.rstrip("\n")))
         return SpecSyntaxError("unexpected end of input", span, source, _expected(expected))
     span = _token_span(token, file)
     shown = "end of line" if token.type == "_NL" else repr(str(token))
-    return SpecSyntaxError(f"unexpected {shown}", span, source, _expected(expected))
+    hint = _expected(expected)
+    opened = _open_bracket(source, token.start_pos or 0)
+    if opened is not None and source.count("\n", opened, token.start_pos or 0):
+        error = _unclosed(opened, file, source)
+        error.hint = f"{shown} on line {span.line} comes while it is still open; {error.hint}"
+        return error
+    if _CONDITIONAL.search(_line_of(source, token.start_pos or 0)):
+        hint = "there is no if/then/else; write where(condition, value_if_true, value_if_false)"
+    return SpecSyntaxError(f"unexpected {shown}", span, source, hint)
+
+
+_CONDITIONAL = re.compile(r"\b(if|then|else|elif)\b")
+_PAIRS = {"(": ")", "[": "]"}
+
+
+def _open_bracket(source: str, end: int) -> int | None:
+    """The offset of the innermost bracket still open at `end` (comments and strings skipped)."""
+    stack: list[int] = []
+    i = 0
+    while i < end:
+        ch = source[i]
+        if ch == "#":
+            i = _find(source, "\n", i)
+        elif ch == '"':
+            quote = '"""' if source.startswith('"""', i) else '"'
+            i = _find(source, quote, i + len(quote)) + len(quote) - 1
+        elif ch in _PAIRS:
+            stack.append(i)
+        elif ch in ")]" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None
+
+
+def _find(source: str, what: str, start: int) -> int:
+    at = source.find(what, start)
+    return len(source) if at < 0 else at
+
+
+def _unclosed(offset: int, file: str, source: str) -> SpecSyntaxError:
+    span = _position_span(file, source, offset)
+    opener = source[offset]
+    return SpecSyntaxError(
+        f"'{opener}' is never closed", span, source, f"close it with '{_PAIRS[opener]}'"
+    )
+
+
+def _position_span(file: str, source: str, offset: int) -> Span:
+    """A one-character span at a character offset; lines counted by '\\n' only, as Lark does."""
+    line = source.count("\n", 0, offset) + 1
+    column = offset - (source.rfind("\n", 0, offset) + 1) + 1
+    return Span(file, line, column, line, column + 1, offset, offset + 1)
+
+
+def _line_of(source: str, offset: int) -> str:
+    return source[source.rfind("\n", 0, offset) + 1 : _find(source, "\n", offset)]
 
 
 def _char_hint(bad: str) -> str | None:
@@ -215,7 +326,7 @@ def _expected(expected: set[str] | frozenset[str]) -> str | None:
 
 def _leading_comment(source: str, line: int) -> str:
     """The block of `#` lines directly above line `line` (1-based), without the `#`."""
-    lines = source.splitlines()
+    lines = source.split("\n")
     out: list[str] = []
     i = line - 2
     while i >= 0 and lines[i].lstrip().startswith("#"):
@@ -285,6 +396,7 @@ class _ToNodes(Transformer[Token, Any]):
     def signed_number(self, meta: Any, items: list[Any]) -> float:
         sign, number = items
         value = float(number)
+        limits.check_number(value, _token_span(number, self.file), self.source)
         return -value if sign == "-" else value
 
     def bound(self, meta: Any, items: list[Any]) -> n.Domain:
@@ -382,7 +494,9 @@ class _ToNodes(Transformer[Token, Any]):
         token = items[0]
         text = str(token)
         is_int = text.isdigit()
-        return n.Number(float(text), is_int, _token_span(token, self.file))
+        span = _token_span(token, self.file)
+        limits.check_number(float(text), span, self.source)
+        return n.Number(float(text), is_int, span)
 
     def name(self, meta: Any, items: list[Any]) -> n.Name:
         return n.Name(str(items[0]), _token_span(items[0], self.file))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from lossdsl import ir
 from lossdsl.check import check_spec
-from lossdsl.errors import LossDSLError, SpecNameError, UnknownLossError, did_you_mean
-from lossdsl.parse import parse_spec
+from lossdsl.errors import SpecNameError, UnknownLossError, did_you_mean
+from lossdsl.parse import parse_spec, read_spec
 
 
 def specs_dir() -> Path:
@@ -78,7 +78,7 @@ class Registry:
             source = entry.source
             if source is None:
                 assert entry.path is not None
-                source = entry.path.read_text(encoding="utf-8")
+                source = read_spec(entry.path)
             file = str(entry.path) if entry.path else "<string>"
             for loss in check_spec(parse_spec(source, file), self.resolve):
                 self._defs.setdefault(loss.name, loss)
@@ -102,10 +102,7 @@ class Registry:
             for child in sorted(path.glob("*.loss")):
                 names += self.register_file(child, replace)
             return names
-        try:
-            source = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise LossDSLError(f"cannot read spec file {path}: {exc.strerror}") from None
+        source = read_spec(path)
         spec = parse_spec(source, str(path))
         names = [loss.name for loss in spec.losses]
         for name in names:
