@@ -514,6 +514,7 @@ class _LossChecker:
         args = []
         for node, inp in zip(e.args, other.inputs, strict=True):
             arg = self.expr(node)
+            self._want(arg, "real", node.span)
             if inp.kind == "int" and arg.kind != "int":
                 raise SpecShapeError(
                     f"input '{inp.name}' of '{other.name}' is an int label", node.span
@@ -539,6 +540,7 @@ class _LossChecker:
                     hint=did_you_mean(kw.name, [p.name for p in other.params]),
                 )
             value = self.expr(kw.value)
+            self._want(value, "real", kw.value.span)
             if value.axis is not None:
                 raise SpecShapeError("a parameter value cannot vary along an axis", kw.span)
             params.append((kw.name, value))

@@ -53,6 +53,22 @@ def derive(lowered: Lowered, hessian: bool = True) -> Derived:
     Raises:
         DerivationError: an expression grew past `MAX_OPS` or derivation ran past its deadline.
     """
+    try:
+        return _derive(lowered, hessian)
+    except TypeError as exc:
+        # SymPy refuses to order an undefined constant (a clamp of log(0) once arguments are
+        # substituted): the derivative is undefined there, which is the spec's to fix.
+        if "Invalid comparison" not in str(exc):
+            raise
+        raise DerivationError(
+            "the derivative compares an undefined constant (such as log(0))",
+            lowered.loss.span,
+            lowered.loss.source,
+            "a called loss or function gets a constant outside its domain",
+        ) from None
+
+
+def _derive(lowered: Lowered, hessian: bool) -> Derived:
     table = lowered.table.copy()
     differ = _Differ(lowered, table)
     grads, hessians = [], []

@@ -84,18 +84,27 @@ def _max(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
     # A constant operand makes this a clamp, whose gradient passes 1 at the tie (torch.clamp);
     # two varying operands split the gradient at a tie (torch.maximum).
     if not ctx.varying(b):
-        return P.Where(sp.GreaterThan(a, b), a, b)
+        return P.Where(relation(sp.GreaterThan, a, b), a, b)
     if not ctx.varying(a):
-        return P.Where(sp.GreaterThan(b, a), b, a)
+        return P.Where(relation(sp.GreaterThan, b, a), b, a)
     return P.Maximum(a, b)
 
 
 def _min(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
     if not ctx.varying(b):
-        return P.Where(sp.LessThan(a, b), a, b)
+        return P.Where(relation(sp.LessThan, a, b), a, b)
     if not ctx.varying(a):
-        return P.Where(sp.LessThan(b, a), b, a)
+        return P.Where(relation(sp.LessThan, b, a), b, a)
     return P.Minimum(a, b)
+
+
+def relation(cls: Any, a: sp.Expr, b: sp.Expr) -> sp.Expr:
+    """`cls(a, b)`; unevaluated where SymPy's assumptions wrongly call an operand non-real
+    (nested selects of primitives: it raises "Invalid comparison of non-real")."""
+    try:
+        return cls(a, b)
+    except TypeError:
+        return cls(a, b, evaluate=False)
 
 
 def _clip(ctx: LoweringContext, x: sp.Expr, low: sp.Expr, high: sp.Expr) -> sp.Expr:

@@ -406,17 +406,20 @@ class Budget:
             )
 
 
-def check_constant_result(value: sp.Expr, span: Span | None, source: str | None) -> None:
-    """A function of constants whose value is undefined or infinite (`log(0)`, `sqrt(-1)`)."""
+def constant_value(value: sp.Expr, span: Span | None, source: str | None) -> sp.Expr:
+    """A function of constants as a float, checked: `log(0)`, `sqrt(-1)` or `exp(exp(exp(9)))`
+    are errors here, not towers of symbolic constants SymPy would later hang on."""
     import sympy as sp
 
-    if value.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I):
-        raise SpecShapeError(
-            "this function of constants is undefined or infinite",
-            span,
-            source,
-            "check the arguments against the function's domain",
-        )
+    number = value.evalf(20) if not value.has(sp.zoo, sp.nan, sp.I) else sp.nan
+    if number.is_Number and math.isfinite(_as_float(number)):
+        return number
+    raise SpecShapeError(
+        "this function of constants is undefined or infinite",
+        span,
+        source,
+        "check the arguments against the function's domain",
+    )
 
 
 def tree_within(expr: sp.Expr, limit: int) -> bool:

@@ -17,7 +17,7 @@ import sympy as sp
 from lossdsl import ir, limits
 from lossdsl import primitives as P
 from lossdsl.aggregates import Aggregates
-from lossdsl.functions import AXIS_FUNCTIONS, FUNCTIONS
+from lossdsl.functions import AXIS_FUNCTIONS, FUNCTIONS, relation
 
 INDEX = sp.Symbol("_c", integer=True, nonnegative=True)
 
@@ -162,7 +162,7 @@ class _Lowerer:
         if fn == "neg":
             return -args[0]
         if fn in _RELATIONS:
-            return _RELATIONS[fn](args[0], args[1])
+            return relation(_RELATIONS[fn], args[0], args[1])
         if fn == "and":
             return sp.And(args[0], args[1])
         if fn == "or":
@@ -170,8 +170,8 @@ class _Lowerer:
         if fn == "not":
             return sp.Not(args[0])
         out = FUNCTIONS[fn].build(self, *args)
-        if all(a.is_Number for a in args):
-            limits.check_constant_result(out, e.span, self.budget.source)
+        if e.kind != "bool" and all(a.is_Number for a in args):
+            out = limits.constant_value(out, e.span, self.budget.source)
         if isinstance(out, sp.log):
             return P.stable_log(out)
         return out
