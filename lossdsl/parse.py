@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import stat
 import sys
 from collections.abc import Iterator
@@ -19,11 +18,12 @@ from typing import Any
 
 import lark
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+from lark.exceptions import UnexpectedInput, VisitError
 
 from lossdsl import limits
 from lossdsl import nodes as n
 from lossdsl.errors import LossDSLError, Span, SpecSyntaxError
+from lossdsl.parse_errors import syntax_error, token_span
 
 MAX_SOURCE_BYTES = 256 * 1024
 MAX_TOKENS = 50_000
@@ -32,27 +32,6 @@ MAX_BRACKET_DEPTH = 48
 
 _OPEN = {"LPAR", "LSQB"}
 _CLOSE = {"RPAR", "RSQB"}
-
-# What a user reads instead of Lark's terminal names.
-_TERMINAL_WORDS = {
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "STRING": "a string",
-    "_NL": "end of line",
-    "$END": "end of input",
-    "LPAR": "'('",
-    "RPAR": "')'",
-    "LSQB": "'['",
-    "RSQB": "']'",
-    "COMMA": "','",
-    "COLON": "':'",
-    "SEMICOLON": "';'",
-    "EQUAL": "'='",
-    "COMPARE_OP": "a comparison",
-    "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*' or '/'",
-    "POW_OP": "'^'",
-}
 
 
 def grammar_path() -> Path:
@@ -143,7 +122,7 @@ def parse_spec(source: str, file: str = "<string>") -> n.Spec:
     except _TooLarge as exc:
         raise _too_large(exc, file, source) from None
     except UnexpectedInput as exc:
-        raise _syntax_error(exc, file, source) from None
+        raise syntax_error(exc, file, source) from None
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20_000))
     try:
@@ -205,16 +184,8 @@ def read_spec(path: Path) -> str:
     return decode_spec(data, str(path))
 
 
-def _token_span(token: Token, file: str) -> Span:
-    line = token.line or 1
-    column = token.column or 1
-    end_line = token.end_line or line
-    end_column = token.end_column or column + max(len(str(token)), 1)
-    return Span(file, line, column, end_line, end_column, token.start_pos or 0, token.end_pos or 0)
-
-
 def _too_large(exc: _TooLarge, file: str, source: str) -> SpecSyntaxError:
-    span = _token_span(exc.token, file)
+    span = token_span(exc.token, file)
     if exc.what == "name":
         msg = f"name of {len(exc.token)} characters (at most {limits.MAX_IDENTIFIER})"
         hint = "use a shorter name"
@@ -229,99 +200,6 @@ def _too_large(exc: _TooLarge, file: str, source: str) -> SpecSyntaxError:
         msg = f"spec longer than {MAX_TOKENS} tokens"
         hint = "split it into several files"
     return SpecSyntaxError(msg, span, source, hint)
-
-
-def _syntax_error(exc: UnexpectedInput, file: str, source: str) -> SpecSyntaxError:
-    if isinstance(exc, UnexpectedCharacters):
-        line, col, pos = exc.line, exc.column, exc.pos_in_stream or 0
-        bad = source[pos] if pos < len(source) else ""
-        span = Span(file, line, col, line, col + 1, pos, pos + 1)
-        return SpecSyntaxError(f"unexpected character {bad!r}", span, source, _char_hint(bad))
-    token: Token | None = getattr(exc, "token", None)
-    expected = {str(t) for t in (getattr(exc, "expected", None) or ())}
-    if isinstance(exc, UnexpectedEOF) or token is None or token.type == "$END":
-        opened = _open_bracket(source, len(source))
-        if opened is not None:
-            return _unclosed(opened, file, source)
-        span = _position_span(file, source, len(source.rstrip("\n")))
-        return SpecSyntaxError("unexpected end of input", span, source, _expected(expected))
-    span = _token_span(token, file)
-    shown = "end of line" if token.type == "_NL" else repr(str(token))
-    hint = _expected(expected)
-    opened = _open_bracket(source, token.start_pos or 0)
-    if opened is not None and source.count("\n", opened, token.start_pos or 0):
-        error = _unclosed(opened, file, source)
-        error.hint = f"{shown} on line {span.line} comes while it is still open; {error.hint}"
-        return error
-    if _CONDITIONAL.search(_line_of(source, token.start_pos or 0)):
-        hint = "there is no if/then/else; write where(condition, value_if_true, value_if_false)"
-    return SpecSyntaxError(f"unexpected {shown}", span, source, hint)
-
-
-_CONDITIONAL = re.compile(r"\b(if|then|else|elif)\b")
-_PAIRS = {"(": ")", "[": "]"}
-
-
-def _open_bracket(source: str, end: int) -> int | None:
-    """The offset of the innermost bracket still open at `end` (comments and strings skipped)."""
-    stack: list[int] = []
-    i = 0
-    while i < end:
-        ch = source[i]
-        if ch == "#":
-            i = _find(source, "\n", i)
-        elif ch == '"':
-            quote = '"""' if source.startswith('"""', i) else '"'
-            i = _find(source, quote, i + len(quote)) + len(quote) - 1
-        elif ch in _PAIRS:
-            stack.append(i)
-        elif ch in ")]" and stack:
-            stack.pop()
-        i += 1
-    return stack[-1] if stack else None
-
-
-def _find(source: str, what: str, start: int) -> int:
-    at = source.find(what, start)
-    return len(source) if at < 0 else at
-
-
-def _unclosed(offset: int, file: str, source: str) -> SpecSyntaxError:
-    span = _position_span(file, source, offset)
-    opener = source[offset]
-    return SpecSyntaxError(
-        f"'{opener}' is never closed", span, source, f"close it with '{_PAIRS[opener]}'"
-    )
-
-
-def _position_span(file: str, source: str, offset: int) -> Span:
-    """A one-character span at a character offset; lines counted by '\\n' only, as Lark does."""
-    line = source.count("\n", 0, offset) + 1
-    column = offset - (source.rfind("\n", 0, offset) + 1) + 1
-    return Span(file, line, column, line, column + 1, offset, offset + 1)
-
-
-def _line_of(source: str, offset: int) -> str:
-    return source[source.rfind("\n", 0, offset) + 1 : _find(source, "\n", offset)]
-
-
-def _char_hint(bad: str) -> str | None:
-    if bad in "'`":
-        return "strings use double quotes, and only as a docstring"
-    if bad == "=":
-        return "use '==' to compare"
-    if bad in "&|!":
-        return "use 'and', 'or', 'not'"
-    return None
-
-
-def _expected(expected: set[str] | frozenset[str]) -> str | None:
-    words = sorted({_TERMINAL_WORDS.get(t, repr(t.lower())) for t in expected if t != "$END"})
-    if not words:
-        return None
-    if len(words) > 8:
-        words = [*words[:8], "..."]
-    return "expected " + ", ".join(words)
 
 
 def _leading_comment(source: str, line: int) -> str:
@@ -368,7 +246,7 @@ class _ToNodes(Transformer[Token, Any]):
             wrt=tuple(wrt or ()),
             body=tuple(body),
             comment=_leading_comment(self.source, span.line),
-            span=_token_span(name, self.file),
+            span=token_span(name, self.file),
         )
 
     def input_list(self, meta: Any, items: list[Any]) -> list[Any]:
@@ -396,7 +274,7 @@ class _ToNodes(Transformer[Token, Any]):
     def signed_number(self, meta: Any, items: list[Any]) -> float:
         sign, number = items
         value = float(number)
-        limits.check_number(value, _token_span(number, self.file), self.source)
+        limits.check_number(value, token_span(number, self.file), self.source)
         return -value if sign == "-" else value
 
     def bound(self, meta: Any, items: list[Any]) -> n.Domain:
@@ -422,7 +300,7 @@ class _ToNodes(Transformer[Token, Any]):
     close_bound = open_bound
 
     def wrt_clause(self, meta: Any, items: list[Any]) -> list[n.Name]:
-        return [n.Name(str(t), _token_span(t, self.file)) for t in items[1:]]
+        return [n.Name(str(t), token_span(t, self.file)) for t in items[1:]]
 
     def assign(self, meta: Any, items: list[Any]) -> n.Assign:
         return n.Assign(str(items[0]), items[1], self._span(meta))
@@ -494,12 +372,12 @@ class _ToNodes(Transformer[Token, Any]):
         token = items[0]
         text = str(token)
         is_int = text.isdigit()
-        span = _token_span(token, self.file)
+        span = token_span(token, self.file)
         limits.check_number(float(text), span, self.source)
         return n.Number(float(text), is_int, span)
 
     def name(self, meta: Any, items: list[Any]) -> n.Name:
-        return n.Name(str(items[0]), _token_span(items[0], self.file))
+        return n.Name(str(items[0]), token_span(items[0], self.file))
 
 
 def _expr_span(expr: n.Expr) -> Span:
