@@ -411,7 +411,10 @@ def constant_value(value: sp.Expr, span: Span | None, source: str | None) -> sp.
     are errors here, not towers of symbolic constants SymPy would later hang on."""
     import sympy as sp
 
-    number = value.evalf(20) if not value.has(sp.zoo, sp.nan, sp.I) else sp.nan
+    if value.has(sp.zoo, sp.nan, sp.I):
+        number = sp.nan
+    else:  # an exact number (an int label stays an Integer) or the function evaluated
+        number = value if value.is_Number else value.evalf(20)
     if number.is_Number and math.isfinite(_as_float(number)):
         return number
     raise SpecShapeError(
