@@ -334,8 +334,9 @@ def run_all(
 def _save(directory: Path, i: int, case: str | bytes, result: Result) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     data = case if isinstance(case, bytes) else case.encode("utf-8", "surrogatepass")
-    (directory / f"{result.outcome}-{i}.loss").write_bytes(data)
-    (directory / f"{result.outcome}-{i}.txt").write_text(result.detail + "\n")
+    stem = f"{result.outcome}-{i}"
+    (directory / f"{stem}.loss").write_bytes(data)
+    (directory / f"{stem}.txt").write_text(f"{result.detail} ({result.seconds:.1f} s)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
             counts["slow"] += r.seconds > args.slow
             if r.outcome in ("crash", "hang", "memory"):
                 details[r.detail] += 1
-                if args.save:
-                    _save(args.save, first + j, case, r)
+            if args.save and (r.outcome in ("crash", "hang", "memory") or r.seconds > args.slow):
+                _save(args.save, first + j, case, r)
             if r.seconds > worst[0]:
                 worst = (r.seconds, worst[1], first + j, worst[3])
             if r.peak_mb > worst[1]:
