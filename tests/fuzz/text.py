@@ -164,8 +164,9 @@ def cases(n: int, seed: int, exclude: tuple[str, ...] = ()) -> list[str | bytes]
 _DERIVED: set[str] = set()
 
 
-def run_case(case: str | bytes, kernel: bool) -> str:
-    """The whole public pipeline on one spec text; raises what the pipeline raises."""
+def run_case(case: str | bytes, stage: str = "source") -> str:
+    """The public pipeline on one spec text up to `stage` ("check", "source": derived and
+    printed, "kernel": compiled and called on small inputs); raises what the pipeline raises."""
     import numpy as np
 
     import lossdsl
@@ -176,10 +177,10 @@ def run_case(case: str | bytes, kernel: bool) -> str:
     text = decode_spec(case) if isinstance(case, bytes) else case
     loss = lossdsl.compile(text)
     key = ir.fingerprint(loss.definition)
-    if key not in _DERIVED:  # many mutants check to a loss already derived
+    if stage != "check" and key not in _DERIVED:  # many mutants check to a loss already derived
         loss.source()
         _DERIVED.add(key)
-    if kernel:
+    if stage == "kernel":
         inputs = _random_inputs(loss, 4, 3, np.dtype("float64"))
         loss.value_and_grad(*inputs)
     return "ok"
@@ -219,11 +220,11 @@ def _worker(conn: Connection, memory_mb: int, cache_dir: str) -> None:
         msg = conn.recv()
         if msg is None:
             return
-        case, kernel = msg
+        case, stage = msg
         _peak_reset()
         start = time.monotonic()
         try:
-            outcome, detail = run_case(case, kernel), ""
+            outcome, detail = run_case(case, stage), ""
         except KernelCompileError as exc:
             outcome, detail = "crash", f"KernelCompileError: {exc.message}"
         except LossDSLError as exc:
@@ -257,11 +258,11 @@ class Sandbox:
         if not parent.poll(120) or parent.recv() != "ready":
             raise RuntimeError("fuzz worker did not start")
 
-    def send(self, case: str | bytes, kernel: bool) -> None:
+    def send(self, case: str | bytes, stage: str) -> None:
         if self.proc is None or not self.proc.is_alive():
             self._start()
         assert self.conn is not None
-        self.conn.send((case, kernel))
+        self.conn.send((case, stage))
         self.sent = time.monotonic()
 
     def receive(self, wait: float) -> Result | None:
@@ -299,30 +300,37 @@ def run_all(
     memory_mb: int = 1024,
     kernel_fraction: float = 0.0,
     seed: int = 0,
-    progress: bool = False,
+    derive_fraction: float = 1.0,
 ) -> list[Result]:
-    """Run every case in a pool of sandboxed workers; results in case order."""
+    """Run every case in a pool of sandboxed workers; results in case order.
+
+    A case is derived and printed with probability `derive_fraction` (else only checked), and
+    its kernel compiled and called with probability `kernel_fraction`.
+    """
     rng = random.Random(seed)
-    kernels = [rng.random() < kernel_fraction for _ in items]
+    stages = [
+        "kernel"
+        if rng.random() < kernel_fraction
+        else "source"
+        if rng.random() < derive_fraction
+        else "check"
+        for _ in items
+    ]
     results: list[Result | None] = [None] * len(items)
     with tempfile.TemporaryDirectory(prefix="lossdsl-fuzz-") as cache_dir:
         boxes = [Sandbox(timeout, memory_mb, cache_dir) for _ in range(workers)]
         busy: dict[int, int] = {}
         todo = list(range(len(items)))[::-1]
-        done = 0
         while todo or busy:
             for k, box in enumerate(boxes):
                 if k not in busy and todo:
                     i = todo.pop()
-                    box.send(items[i], kernels[i])
+                    box.send(items[i], stages[i])
                     busy[k] = i
             for k in list(busy):
                 result = boxes[k].receive(0.01)
                 if result is not None:
                     results[busy.pop(k)] = result
-                    done += 1
-                    if progress and done % 1000 == 0:
-                        print(f"  {done} cases", flush=True)
         for box in boxes:
             if box.conn is not None and box.proc is not None:
                 box.conn.send(None)
