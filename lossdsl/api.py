@@ -30,8 +30,8 @@ from lossdsl.errors import (
     UnknownLossError,
     did_you_mean,
 )
-from lossdsl.parse import parse_spec
-from lossdsl.registry import Registry, read_spec_file
+from lossdsl.parse import parse_spec, read_spec
+from lossdsl.registry import Registry
 
 if TYPE_CHECKING:
     from lossdsl.derive import Derived
@@ -759,7 +759,7 @@ def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
 def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss:
     """Compile a spec file. With several losses in it, `name` picks one (default: last)."""
     p = Path(path)
-    return _from_source(read_spec_file(p), str(p), name, target)
+    return _from_source(read_spec(p), str(p), name, target)
 
 
 def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:

@@ -11,7 +11,7 @@ import keyword
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lossdsl import ir
+from lossdsl import ir, limits
 from lossdsl import nodes as n
 from lossdsl.errors import (
     LossDSLError,
@@ -96,7 +96,8 @@ class _LossChecker:
         for pdecl in node.params:
             self._declare_param(pdecl)
         value, weight, reduction, meta = self._body()
-        _bound_size(value, node.span)
+        limits.check_constants((value, weight))
+        limits.bound_ir((value, weight), node.span)
         wrt = self._wrt()
         if weight is not None:
             self._weight_is_constant(weight, wrt)
@@ -356,12 +357,45 @@ class _LossChecker:
         raise SpecNameError(f"unknown name '{name}'", e.span, hint=did_you_mean(name, visible))
 
     def _binary(self, e: n.BinaryOp) -> ir.Expr:
-        left, right = self.expr(e.left), self.expr(e.right)
-        self._want(left, "real", e.left.span)
-        self._want(right, "real", e.right.span)
-        axis = self._join_axes(left, right, e.span)
-        kind = "int" if left.kind == right.kind == "int" and e.op in "+-*" else "real"
-        return ir.Apply(_ARITH[e.op], (left, right), kind, axis, e.span)
+        # A long written chain `a + b - c + ...` is walked iteratively and, past
+        # limits.MAX_CHAIN terms, built as a balanced tree (SymPy flattens sums and products,
+        # so the result is the same) to keep every later walk shallow.
+        chain = limits.left_chain(e)
+        terms = [(chain[0].left, "+")] + [(link.right, link.op) for link in chain]
+        checked = [(self._operand(node), op, node.span) for node, op in terms]
+        if len(checked) > limits.MAX_CHAIN:
+            return self._balanced(checked)
+        out = checked[0][0]
+        for link, (right, _, _) in zip(chain, checked[1:], strict=True):
+            out = self._arith(link.op, out, right, link.span)
+        return out
+
+    def _operand(self, node: n.Expr) -> ir.Expr:
+        value = self.expr(node)
+        self._want(value, "real", node.span)
+        return value
+
+    def _arith(self, op: str, left: ir.Expr, right: ir.Expr, span: Span) -> ir.Expr:
+        axis = self._join_axes(left, right, span)
+        kind = "int" if left.kind == right.kind == "int" and op in "+-*" else "real"
+        return ir.Apply(_ARITH[op], (left, right), kind, axis, span)
+
+    def _balanced(self, terms: list[tuple[ir.Expr, str, Span]]) -> ir.Expr:
+        """Sum (or product) of signed terms as a balanced tree; the first term's op is + or *."""
+        unit = "+" if terms[-1][1] in "+-" else "*"
+        level = [
+            (value if op in "+*" else self._arith(op, _unit(unit), value, span), span)
+            for value, op, span in terms[1:]
+        ]
+        level.insert(0, (terms[0][0], terms[0][2]))
+        while len(level) > 1:
+            pairs = []
+            for k in range(0, len(level) - 1, 2):
+                (a, sa), (b, sb) = level[k], level[k + 1]
+                span = limits.join_spans(sa, sb)
+                pairs.append((self._arith(unit, a, b, span), span))
+            level = pairs + level[len(level) - len(level) % 2 :]
+        return level[0][0]
 
     def _want(self, e: ir.Expr, kind: str, span: Span | None) -> None:
         if kind == "real" and e.kind == "bool":
@@ -488,6 +522,7 @@ class _LossChecker:
         args = []
         for node, inp in zip(e.args, other.inputs, strict=True):
             arg = self.expr(node)
+            self._want(arg, "real", node.span)
             if inp.kind == "int" and arg.kind != "int":
                 raise SpecShapeError(
                     f"input '{inp.name}' of '{other.name}' is an int label", node.span
@@ -513,38 +548,15 @@ class _LossChecker:
                     hint=did_you_mean(kw.name, [p.name for p in other.params]),
                 )
             value = self.expr(kw.value)
+            self._want(value, "real", kw.value.span)
             if value.axis is not None:
                 raise SpecShapeError("a parameter value cannot vary along an axis", kw.span)
             params.append((kw.name, value))
         return ir.Inline(other, tuple(args), tuple(params), span=e.span)
 
 
-# Locals are inlined, so a chain of locals that each use the previous one twice doubles the
-# expression: bound the inlined tree before SymPy ever sees it.
-MAX_TREE_NODES = 20_000
-
-
-def _bound_size(e: ir.Expr, span: Span) -> None:
-    sizes: dict[int, int] = {}
-    stack: list[tuple[ir.Expr, bool]] = [(e, False)]
-    while stack:  # iterative post-order over the DAG, memoised by identity
-        node, expanded = stack.pop()
-        if id(node) in sizes:
-            continue
-        children = _children(node)
-        if not expanded:
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if id(c) not in sizes)
-            continue
-        sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
-        if sizes[id(node)] > MAX_TREE_NODES:
-            raise SpecShapeError(
-                f"the loss expands to more than {MAX_TREE_NODES} operations once locals are "
-                "substituted",
-                span,
-                hint="a local used several times in the next one doubles the size; "
-                "simplify the chain",
-            )
+def _unit(op: str) -> ir.Expr:
+    return ir.Const(0.0 if op == "+" else 1.0, "int")
 
 
 def _domain(d: n.Domain | None) -> ir.Domain | None:
@@ -564,27 +576,8 @@ def _check_identifier(name: str, span: Span, what: str) -> None:
         raise SpecNameError(f"loss name '{name}' is a Python keyword", span, hint="rename it")
 
 
-def _children(e: ir.Expr) -> tuple[ir.Expr, ...]:
-    if isinstance(e, ir.Apply):
-        return e.args
-    if isinstance(e, ir.AxisOp | ir.Total):
-        return (e.arg,)
-    if isinstance(e, ir.Gather):
-        return (e.arg, e.index)
-    if isinstance(e, ir.Inline):
-        return e.args + tuple(v for _, v in e.params)
-    return ()
-
-
 def _input_refs(e: ir.Expr) -> set[str]:
-    out: set[str] = set()
-    stack = [e]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, ir.Ref) and cur.role == "input":
-            out.add(cur.name)
-        stack.extend(_children(cur))
-    return out
+    return {cur.name for cur in _nodes(e) if isinstance(cur, ir.Ref) and cur.role == "input"}
 
 
 def _no_total(e: ir.Expr, what: str, hint: str) -> None:
@@ -599,7 +592,7 @@ def _no_total(e: ir.Expr, what: str, hint: str) -> None:
             where = f" (loss '{cur.loss.name}', called here, uses total())"
         if where is not None:
             raise UnsupportedError(f"{what} is not supported{where}", cur.span, hint=hint)
-        stack.extend(_children(cur))
+        stack.extend(limits.ir_children(cur))
 
 
 def _inlined_total(e: ir.Expr) -> bool:
@@ -610,5 +603,17 @@ def _inlined_total(e: ir.Expr) -> bool:
             isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value)
         ):
             return True
-        stack.extend(_children(cur))
+        stack.extend(limits.ir_children(cur))
     return False
+
+
+def _nodes(e: ir.Expr) -> list[ir.Expr]:
+    """Every node of a DAG once (shared locals are visited once, not once per use)."""
+    seen: dict[int, ir.Expr] = {}
+    stack = [e]
+    while stack:
+        cur = stack.pop()
+        if id(cur) not in seen:
+            seen[id(cur)] = cur
+            stack.extend(limits.ir_children(cur))
+    return list(seen.values())

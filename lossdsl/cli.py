@@ -20,7 +20,7 @@ import numpy as np
 from lossdsl import api
 from lossdsl.errors import LossDSLError
 from lossdsl.format import format_spec
-from lossdsl.parse import parse_spec
+from lossdsl.parse import parse_spec, read_spec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +121,7 @@ def _check(args: argparse.Namespace) -> int:
     failed = False
     for path in args.files:
         try:
-            source = path.read_text(encoding="utf-8")
+            source = read_spec(path)
             losses = api.check_source(source, str(path))
         except LossDSLError as exc:
             print(str(exc), file=sys.stderr)
@@ -188,7 +188,7 @@ def _precompile(args: argparse.Namespace) -> int:
 
 def _fmt(args: argparse.Namespace) -> int:
     for path in args.files:
-        print(format_spec(parse_spec(path.read_text(encoding="utf-8"), str(path))), end="")
+        print(format_spec(parse_spec(read_spec(path), str(path))), end="")
     return 0
 
 

@@ -18,14 +18,15 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from lossdsl import limits
 from lossdsl import primitives as P
 from lossdsl.aggregates import Aggregates, Quantity
 from lossdsl.errors import DerivationError
 from lossdsl.lower import Lowered
 
 COEF = sp.Symbol("_coef", real=True)
-MAX_OPS = 40_000
-DEADLINE_S = 30.0
+MAX_OPS = limits.MAX_OPS
+DEADLINE_S = limits.DERIVATION_DEADLINE_S
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,22 @@ def derive(lowered: Lowered, hessian: bool = True) -> Derived:
     Raises:
         DerivationError: an expression grew past `MAX_OPS` or derivation ran past its deadline.
     """
+    try:
+        return _derive(lowered, hessian)
+    except TypeError as exc:
+        # SymPy refuses to order an undefined constant (a clamp of log(0) once arguments are
+        # substituted): the derivative is undefined there, which is the spec's to fix.
+        if "Invalid comparison" not in str(exc):
+            raise
+        raise DerivationError(
+            "the derivative compares an undefined constant (such as log(0))",
+            lowered.loss.span,
+            lowered.loss.source,
+            "a called loss or function gets a constant outside its domain",
+        ) from None
+
+
+def _derive(lowered: Lowered, hessian: bool) -> Derived:
     table = lowered.table.copy()
     differ = _Differ(lowered, table)
     grads, hessians = [], []
@@ -72,6 +89,9 @@ def derive(lowered: Lowered, hessian: bool = True) -> Derived:
                 hessians.append((name, h))
         except _MixedPositions as exc:
             hessians, error = [], (exc.message, exc.hint or "")
+    formulas = [lowered.value, lowered.weight, *(q.expr for q in table.items.values())]
+    formulas += [e for _, e in (*grads, *hessians)]
+    limits.check_numbers(formulas, lowered.loss.span, lowered.loss.source)
     return Derived(
         lowered,
         tuple(table.items.values()),
@@ -88,7 +108,9 @@ class _MixedPositions(DerivationError):
 
 
 def _check_size(expr: sp.Expr, lowered: Lowered, name: str) -> None:
-    if sp.count_ops(expr) > MAX_OPS:
+    # count_ops walks the expanded tree: bound that walk first (shared subtrees can make the
+    # tree exponentially larger than the expression's DAG).
+    if not limits.tree_within(expr, 4 * MAX_OPS) or sp.count_ops(expr) > MAX_OPS:
         raise DerivationError(
             f"the derivative with respect to '{name}' grew past {MAX_OPS} operations",
             lowered.loss.span,
@@ -153,6 +175,7 @@ class _Differ:
         return out
 
     def jacobian(self, q: sp.Symbol, x: sp.Symbol, full: bool) -> sp.Expr:
+        self._tick()
         key = (q, x, full)
         if key not in self.memo:
             self.memo[key] = self._jacobian(self.table.items[q], x, full)
@@ -210,6 +233,7 @@ class _Differ:
         """
         out = sp.S.Zero
         for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
+            self._tick()
             df = sp.diff(f, q2)
             if df == 0:
                 continue

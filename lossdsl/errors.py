@@ -110,10 +110,12 @@ def render(error: LossDSLError) -> str:
 def _snippet(span: Span, source: str | None) -> list[str]:
     if source is None:
         return []
-    text_lines = source.splitlines()
+    # Lines are counted by "\n" only, as the parser counts them (str.splitlines would also
+    # split at form feeds, \x85 and U+2028 and move the caret onto the wrong line).
+    text_lines = source.split("\n")
     if not 1 <= span.line <= len(text_lines):
         return []
-    line = text_lines[span.line - 1].expandtabs(1)
+    line = _visible(text_lines[span.line - 1].rstrip("\r"))
     start = max(span.column - 1, 0)
     if span.end_line == span.line:
         width = max(span.end_column - span.column, 1)
@@ -121,6 +123,11 @@ def _snippet(span: Span, source: str | None) -> list[str]:
         width = max(len(line) - start, 1)
     width = min(width, max(len(line) - start, 1))
     return [f"    {line}", "    " + " " * start + "^" + "~" * (width - 1)]
+
+
+def _visible(line: str) -> str:
+    """One printable character per source character, so the caret stays under its column."""
+    return "".join(" " if c == "\t" else c if c.isprintable() else "?" for c in line)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:

@@ -85,24 +85,33 @@ def _max(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
     # whose value is NaN at NaN (torch.clamp); two varying operands split the gradient at a
     # tie (torch.maximum).
     if not ctx.varying(b):
-        return P.Where(sp.GreaterThan(a, b), a, P.NanOr(b, a))
+        return P.Where(relation(sp.GreaterThan, a, b), a, P.NanOr(b, a))
     if not ctx.varying(a):
-        return P.Where(sp.GreaterThan(b, a), b, P.NanOr(a, b))
+        return P.Where(relation(sp.GreaterThan, b, a), b, P.NanOr(a, b))
     return P.Maximum(a, b)
 
 
 def _min(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
     if not ctx.varying(b):
-        return P.Where(sp.LessThan(a, b), a, P.NanOr(b, a))
+        return P.Where(relation(sp.LessThan, a, b), a, P.NanOr(b, a))
     if not ctx.varying(a):
-        return P.Where(sp.LessThan(b, a), b, P.NanOr(a, b))
+        return P.Where(relation(sp.LessThan, b, a), b, P.NanOr(a, b))
     return P.Minimum(a, b)
+
+
+def relation(cls: Any, a: sp.Expr, b: sp.Expr) -> sp.Expr:
+    """`cls(a, b)`; unevaluated where SymPy's assumptions wrongly call an operand non-real
+    (nested selects of primitives: it raises "Invalid comparison of non-real")."""
+    try:
+        return cls(a, b)
+    except TypeError:
+        return cls(a, b, evaluate=False)
 
 
 def _clip(ctx: LoweringContext, x: sp.Expr, low: sp.Expr, high: sp.Expr) -> sp.Expr:
     # torch.clamp: gradient 1 on the closed interval [low, high], 0 at NaN; NaN stays NaN.
-    inside = P.Where(sp.LessThan(x, high), x, high)
-    return P.Where(sp.GreaterThan(x, low), inside, P.NanOr(low, x))
+    inside = P.Where(relation(sp.LessThan, x, high), x, high)
+    return P.Where(relation(sp.GreaterThan, x, low), inside, P.NanOr(low, x))
 
 
 def _relu(ctx: LoweringContext, x: sp.Expr) -> sp.Expr:

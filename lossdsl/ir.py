@@ -7,6 +7,7 @@ else the name of the trailing axis). Locals are already inlined. All nodes are i
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -179,16 +180,53 @@ class LossDef:
 
 
 def fingerprint(node: Any) -> str:
-    """A canonical text of an IR value without spans or file names: the stable cache key input."""
-    if is_dataclass(node) and not isinstance(node, type):
-        parts = []
-        for f in fields(node):
-            if f.name in ("span", "file", "source"):
-                continue
-            parts.append(f"{f.name}={fingerprint(getattr(node, f.name))}")
-        return f"{type(node).__name__}({','.join(parts)})"
-    if isinstance(node, tuple | list):
-        return "(" + ",".join(fingerprint(x) for x in node) + ")"
-    if isinstance(node, float):
-        return repr(node)
-    return repr(node)
+    """A canonical text of an IR value without spans or file names: the stable cache key input.
+
+    Iterative and memoised by identity: locals and called losses are shared subtrees, and a
+    called loss, or any part longer than `_DIGEST_OVER` characters, enters its parent's text as a
+    digest, so the text grows linearly with the DAG rather than with its expansion.
+    """
+    memo: dict[int, str] = {}
+    keep: list[Any] = []  # holds every visited value so that ids stay unique meanwhile
+    stack: list[tuple[Any, bool]] = [(node, False)]
+    while stack:
+        cur, expanded = stack.pop()
+        if id(cur) in memo:
+            continue
+        parts = _parts(cur)
+        if not expanded:
+            stack.append((cur, True))
+            stack.extend((p, False) for _, p in parts if id(p) not in memo)
+            continue
+        keep.append(cur)
+        memo[id(cur)] = _text(cur, [(name, _embedded(memo[id(p)], p)) for name, p in parts])
+    return memo[id(node)]
+
+
+_DIGEST_OVER = 512
+
+
+def _parts(value: Any) -> list[tuple[str, Any]]:
+    if is_dataclass(value) and not isinstance(value, type):
+        return [
+            (f.name, getattr(value, f.name))
+            for f in fields(value)
+            if f.name not in ("span", "file", "source")
+        ]
+    if isinstance(value, tuple | list):
+        return [("", v) for v in value]
+    return []
+
+
+def _text(value: Any, parts: list[tuple[str, str]]) -> str:
+    if is_dataclass(value) and not isinstance(value, type):
+        return f"{type(value).__name__}({','.join(f'{k}={v}' for k, v in parts)})"
+    if isinstance(value, tuple | list):
+        return "(" + ",".join(v for _, v in parts) + ")"
+    return repr(value)
+
+
+def _embedded(text: str, value: Any) -> str:
+    if isinstance(value, LossDef) or len(text) > _DIGEST_OVER:
+        return "#" + hashlib.sha256(text.encode()).hexdigest()
+    return text

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from lossdsl import ir
+from lossdsl import ir, limits
 from lossdsl import primitives as P
 from lossdsl.aggregates import Aggregates
-from lossdsl.functions import AXIS_FUNCTIONS, FUNCTIONS
+from lossdsl.functions import AXIS_FUNCTIONS, FUNCTIONS, relation
 
 INDEX = sp.Symbol("_c", integer=True, nonnegative=True)
 
@@ -67,7 +67,8 @@ def lower(loss: ir.LossDef, fixed: Mapping[str, float] | None = None) -> Lowered
     )
     if axis is not None:
         env[("axis", loss.axis or "")] = axis
-    builder = _Lowerer(table, env, frozenset(inputs.values()))
+    budget = limits.Budget(limits.MAX_LOWERED_NODES, loss.span, loss.source)
+    builder = _Lowerer(table, env, frozenset(inputs.values()), budget)
     value = builder.expr(loss.value)
     weight = builder.expr(loss.weight) if loss.weight is not None else sp.S.One
     return Lowered(loss, inputs, params, axis, INDEX, table, value, weight)
@@ -97,11 +98,16 @@ class _Lowerer:
     """Implements `functions.LoweringContext` over one aggregate table."""
 
     def __init__(
-        self, table: Aggregates, env: dict[tuple[str, str], sp.Expr], varying: frozenset[sp.Symbol]
+        self,
+        table: Aggregates,
+        env: dict[tuple[str, str], sp.Expr],
+        varying: frozenset[sp.Symbol],
+        budget: limits.Budget,
     ) -> None:
         self.table = table
         self.env = env
         self._varying = varying
+        self.budget = budget
 
     # LoweringContext
     @property
@@ -123,6 +129,7 @@ class _Lowerer:
 
     # IR -> SymPy
     def expr(self, e: ir.Expr) -> sp.Expr:
+        self.budget.spend()
         if isinstance(e, ir.Const):
             return _const(e.value, e.kind)
         if isinstance(e, ir.Ref):
@@ -155,7 +162,7 @@ class _Lowerer:
         if fn == "neg":
             return -args[0]
         if fn in _RELATIONS:
-            return _RELATIONS[fn](args[0], args[1])
+            return relation(_RELATIONS[fn], args[0], args[1])
         if fn == "and":
             return sp.And(args[0], args[1])
         if fn == "or":
@@ -163,6 +170,8 @@ class _Lowerer:
         if fn == "not":
             return sp.Not(args[0])
         out = FUNCTIONS[fn].build(self, *args)
+        if e.kind != "bool" and all(a.is_Number for a in args):
+            out = limits.constant_value(out, e.span, self.budget.source)
         if isinstance(out, sp.log):
             return P.stable_log(out)
         return out
@@ -187,7 +196,7 @@ class _Lowerer:
             )
         if callee.axis is not None:
             env[("axis", callee.axis)] = self.table.size
-        inner = _Lowerer(self.table, env, self._varying)
+        inner = _Lowerer(self.table, env, self._varying, self.budget)
         return inner.expr(callee.value)
 
 

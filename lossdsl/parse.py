@@ -8,6 +8,8 @@ never leave this module: they become `SpecSyntaxError` with a span. No name reso
 from __future__ import annotations
 
 import functools
+import os
+import stat
 import sys
 from collections.abc import Iterator
 from importlib import resources
@@ -16,10 +18,12 @@ from typing import Any
 
 import lark
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+from lark.exceptions import UnexpectedInput, VisitError
 
+from lossdsl import limits
 from lossdsl import nodes as n
 from lossdsl.errors import LossDSLError, Span, SpecSyntaxError
+from lossdsl.parse_errors import syntax_error, token_span
 
 MAX_SOURCE_BYTES = 256 * 1024
 MAX_TOKENS = 50_000
@@ -28,27 +32,6 @@ MAX_BRACKET_DEPTH = 48
 
 _OPEN = {"LPAR", "LSQB"}
 _CLOSE = {"RPAR", "RSQB"}
-
-# What a user reads instead of Lark's terminal names.
-_TERMINAL_WORDS = {
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "STRING": "a string",
-    "_NL": "end of line",
-    "$END": "end of input",
-    "LPAR": "'('",
-    "RPAR": "')'",
-    "LSQB": "'['",
-    "RSQB": "']'",
-    "COMMA": "','",
-    "COLON": "':'",
-    "SEMICOLON": "';'",
-    "EQUAL": "'='",
-    "COMPARE_OP": "a comparison",
-    "ADD_OP": "'+' or '-'",
-    "MUL_OP": "'*' or '/'",
-    "POW_OP": "'^'",
-}
 
 
 def grammar_path() -> Path:
@@ -75,6 +58,8 @@ class _BracketNewlines(lark.lark.PostLex):
                 raise _TooLarge(
                     token, "statement" if in_statement > MAX_STATEMENT_TOKENS else "spec"
                 )
+            if token.type == "NAME" and len(token) > limits.MAX_IDENTIFIER:
+                raise _TooLarge(token, "name")
             if token.type == "_NL":
                 if depth > 0:
                     continue
@@ -122,6 +107,7 @@ def parse_spec(source: str, file: str = "<string>") -> n.Spec:
     Raises:
         SpecSyntaxError: the text does not follow the grammar or exceeds the size limits.
     """
+    source = source.removeprefix("\ufeff")
     if len(source.encode("utf-8", "replace")) > MAX_SOURCE_BYTES:
         span = Span(file, 1, 1, 1, 2)
         raise SpecSyntaxError(
@@ -136,7 +122,7 @@ def parse_spec(source: str, file: str = "<string>") -> n.Spec:
     except _TooLarge as exc:
         raise _too_large(exc, file, source) from None
     except UnexpectedInput as exc:
-        raise _syntax_error(exc, file, source) from None
+        raise syntax_error(exc, file, source) from None
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20_000))
     try:
@@ -147,20 +133,64 @@ def parse_spec(source: str, file: str = "<string>") -> n.Spec:
         raise
     finally:
         sys.setrecursionlimit(limit)
-    return n.Spec(tuple(losses), source, file)
+    spec = n.Spec(tuple(losses), source, file)
+    limits.bound_syntax(spec)
+    return spec
 
 
-def _token_span(token: Token, file: str) -> Span:
-    line = token.line or 1
-    column = token.column or 1
-    end_line = token.end_line or line
-    end_column = token.end_column or column + max(len(str(token)), 1)
-    return Span(file, line, column, end_line, end_column, token.start_pos or 0, token.end_pos or 0)
+def decode_spec(data: bytes, file: str = "<bytes>") -> str:
+    """The text of a spec file's bytes: UTF-8, a leading byte order mark dropped.
+
+    Raises:
+        SpecSyntaxError: the bytes are not UTF-8 (the span points at the first bad byte).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        good = data[: exc.start].decode("utf-8")
+        line = good.count("\n") + 1
+        column = len(good) - (good.rfind("\n") + 1) + 1
+        span = Span(file, line, column, line, column + 1, len(good), len(good) + 1)
+        shown = data.decode("utf-8", "replace")
+        raise SpecSyntaxError(
+            f"the file is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            span,
+            shown,
+            "save the spec as UTF-8",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def read_spec(path: Path) -> str:
+    """The text of a spec file: a regular file of at most `MAX_SOURCE_BYTES`, in UTF-8.
+
+    Raises:
+        SpecSyntaxError: not UTF-8 or too large. LossDSLError: not a readable regular file.
+    """
+    try:
+        # Non-blocking open: a FIFO must be refused, not waited on.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise LossDSLError(f"spec file {path} is not a regular file")
+            data = f.read(MAX_SOURCE_BYTES + 1)
+    except OSError as exc:
+        raise LossDSLError(f"cannot read spec file {path}: {exc.strerror}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise SpecSyntaxError(
+            f"spec file {path} is larger than {MAX_SOURCE_BYTES // 1024} KiB",
+            hint="split it into several files",
+        )
+    return decode_spec(data, str(path))
 
 
 def _too_large(exc: _TooLarge, file: str, source: str) -> SpecSyntaxError:
-    span = _token_span(exc.token, file)
-    if exc.what == "nesting":
+    span = token_span(exc.token, file)
+    if exc.what == "name":
+        msg = f"name of {len(exc.token)} characters (at most {limits.MAX_IDENTIFIER})"
+        hint = "use a shorter name"
+        span = Span(file, span.line, span.column, span.line, span.column + 1, span.start)
+    elif exc.what == "nesting":
         msg = f"brackets nested more than {MAX_BRACKET_DEPTH} deep"
         hint = "name intermediate results with local assignments"
     elif exc.what == "statement":
@@ -172,50 +202,9 @@ def _too_large(exc: _TooLarge, file: str, source: str) -> SpecSyntaxError:
     return SpecSyntaxError(msg, span, source, hint)
 
 
-def _syntax_error(exc: UnexpectedInput, file: str, source: str) -> SpecSyntaxError:
-    if isinstance(exc, UnexpectedCharacters):
-        line, col, pos = exc.line, exc.column, exc.pos_in_stream or 0
-        bad = source[pos] if pos < len(source) else ""
-        span = Span(file, line, col, line, col + 1, pos, pos + 1)
-        return SpecSyntaxError(f"unexpected character {bad!r}", span, source, _char_hint(bad))
-    if isinstance(exc, UnexpectedEOF):
-        lines = source.splitlines() or [""]
-        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
-        expected_eof = {str(t) for t in exc.expected}
-        return SpecSyntaxError("unexpected end of input", span, source, _expected(expected_eof))
-    token: Token = exc.token  # type: ignore[attr-defined]
-    expected: set[str] = set(getattr(exc, "expected", set()) or set())
-    if token.type == "$END":
-        lines = source.splitlines() or [""]
-        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
-        return SpecSyntaxError("unexpected end of input", span, source, _expected(expected))
-    span = _token_span(token, file)
-    shown = "end of line" if token.type == "_NL" else repr(str(token))
-    return SpecSyntaxError(f"unexpected {shown}", span, source, _expected(expected))
-
-
-def _char_hint(bad: str) -> str | None:
-    if bad in "'`":
-        return "strings use double quotes, and only as a docstring"
-    if bad == "=":
-        return "use '==' to compare"
-    if bad in "&|!":
-        return "use 'and', 'or', 'not'"
-    return None
-
-
-def _expected(expected: set[str] | frozenset[str]) -> str | None:
-    words = sorted({_TERMINAL_WORDS.get(t, repr(t.lower())) for t in expected if t != "$END"})
-    if not words:
-        return None
-    if len(words) > 8:
-        words = [*words[:8], "..."]
-    return "expected " + ", ".join(words)
-
-
 def _leading_comment(source: str, line: int) -> str:
     """The block of `#` lines directly above line `line` (1-based), without the `#`."""
-    lines = source.splitlines()
+    lines = source.split("\n")
     out: list[str] = []
     i = line - 2
     while i >= 0 and lines[i].lstrip().startswith("#"):
@@ -257,7 +246,7 @@ class _ToNodes(Transformer[Token, Any]):
             wrt=tuple(wrt or ()),
             body=tuple(body),
             comment=_leading_comment(self.source, span.line),
-            span=_token_span(name, self.file),
+            span=token_span(name, self.file),
         )
 
     def input_list(self, meta: Any, items: list[Any]) -> list[Any]:
@@ -285,6 +274,7 @@ class _ToNodes(Transformer[Token, Any]):
     def signed_number(self, meta: Any, items: list[Any]) -> float:
         sign, number = items
         value = float(number)
+        limits.check_number(value, token_span(number, self.file), self.source)
         return -value if sign == "-" else value
 
     def bound(self, meta: Any, items: list[Any]) -> n.Domain:
@@ -310,7 +300,7 @@ class _ToNodes(Transformer[Token, Any]):
     close_bound = open_bound
 
     def wrt_clause(self, meta: Any, items: list[Any]) -> list[n.Name]:
-        return [n.Name(str(t), _token_span(t, self.file)) for t in items[1:]]
+        return [n.Name(str(t), token_span(t, self.file)) for t in items[1:]]
 
     def assign(self, meta: Any, items: list[Any]) -> n.Assign:
         return n.Assign(str(items[0]), items[1], self._span(meta))
@@ -382,10 +372,12 @@ class _ToNodes(Transformer[Token, Any]):
         token = items[0]
         text = str(token)
         is_int = text.isdigit()
-        return n.Number(float(text), is_int, _token_span(token, self.file))
+        span = token_span(token, self.file)
+        limits.check_number(float(text), span, self.source)
+        return n.Number(float(text), is_int, span)
 
     def name(self, meta: Any, items: list[Any]) -> n.Name:
-        return n.Name(str(items[0]), _token_span(items[0], self.file))
+        return n.Name(str(items[0]), token_span(items[0], self.file))
 
 
 def _expr_span(expr: n.Expr) -> Span:

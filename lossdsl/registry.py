@@ -9,7 +9,6 @@ resolved here, with recursion detected. No kernels or Numba here.
 from __future__ import annotations
 
 import os
-import stat
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -18,7 +17,7 @@ from pathlib import Path
 from lossdsl import ir
 from lossdsl.check import check_spec
 from lossdsl.errors import LossDSLError, SpecNameError, UnknownLossError, did_you_mean
-from lossdsl.parse import MAX_SOURCE_BYTES, parse_spec
+from lossdsl.parse import parse_spec, read_spec
 
 
 def specs_dir() -> Path:
@@ -27,35 +26,6 @@ def specs_dir() -> Path:
     if packaged.is_dir():
         return Path(str(packaged))
     return Path(__file__).resolve().parent.parent / "specs"
-
-
-def read_spec_file(path: Path) -> str:
-    """The text of a spec file, read without blocking and never past the size limit.
-
-    Raises:
-        LossDSLError: not a regular file (a FIFO, a device, a directory), unreadable, larger
-            than the parser accepts, or not UTF-8.
-    """
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is rejected just below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise LossDSLError(f"cannot read spec file {path}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise LossDSLError(f"spec file {path} is not a regular file")
-        data = os.read(fd, MAX_SOURCE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SOURCE_BYTES:
-        raise LossDSLError(f"spec file {path} is larger than {MAX_SOURCE_BYTES // 1024} KiB")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise LossDSLError(
-            f"spec file {path} is not valid UTF-8 (byte {exc.start})",
-            hint="save it as UTF-8",
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -141,7 +111,7 @@ class Registry:
             source = entry.source
             if source is None:
                 assert entry.path is not None
-                source = read_spec_file(entry.path)
+                source = read_spec(entry.path)
             file = str(entry.path) if entry.path else "<string>"
             resolver = self._resolve_builtin if entry.builtin else self.resolve
             for loss in check_spec(parse_spec(source, file), resolver):
@@ -167,7 +137,7 @@ class Registry:
 
     def _register_spec_file(self, path: Path, replace: bool) -> list[str]:
         """All of a file's losses, or none of them (on a read, syntax or name error)."""
-        spec = parse_spec(read_spec_file(path), str(path))
+        spec = parse_spec(read_spec(path), str(path))
         entries = [_Entry(loss.name, path, None, False) for loss in spec.losses]
         for entry in entries:
             self._check_free(entry, replace)

@@ -549,7 +549,13 @@ def _reread(e: sp.Expr, reread: dict[sp.Expr, sp.Symbol]) -> sp.Expr:
             continue
 
         def multiple(x: sp.Expr, a: sp.Expr = kept.args[0]) -> bool:
-            return isinstance(x, sp.exp) and bool(sp.cancel(x.args[0] / a).is_Integer)
+            # n a has a's terms and symbols: test that first, `cancel` is costly on large args.
+            return (
+                isinstance(x, sp.exp)
+                and len(sp.Add.make_args(x.args[0])) == len(sp.Add.make_args(a))
+                and x.args[0].free_symbols == a.free_symbols
+                and bool(sp.cancel(x.args[0] / a).is_Integer)
+            )
 
         def power(x: sp.Expr, a: sp.Expr = kept.args[0], m: sp.Symbol = m) -> sp.Expr:
             return m ** sp.cancel(x.args[0] / a)
