@@ -71,6 +71,8 @@ class Objective(Booster):
         out: dict[str, Any] = {"disable_default_eval_metric": True}
         if self.multiclass:
             out["num_class"] = classes or _classes(label)
+        if self.hessian == "xgboost" and self.name == "poisson_nll":
+            out["max_delta_step"] = self.max_delta_step  # count:poisson sets the tree's too
         k = out.get("num_class")
         out["base_score"] = self.base_score(label, sample_weight, classes=k, steps=steps)
         return out
