@@ -103,6 +103,7 @@ class Booster:
         self.loss_params = params
         self._score, self._label = _score_and_label(self.loss)
         self._buffers: dict[Any, tuple[Any, Any]] = {}
+        self._cuda: Loss | None = None
         if hessian == "fisher":
             _check_fisher(self.loss, self._label)
 
@@ -117,7 +118,7 @@ class Booster:
 
     def __getstate__(self) -> dict[str, Any]:
         # Scratch buffers stay behind; the Loss pickles by definition (kernels from the cache).
-        return {**self.__dict__, "_buffers": {}}
+        return {**self.__dict__, "_buffers": {}, "_cuda": None}
 
     # -- per round ------------------------------------------------------------------------------
 
@@ -127,11 +128,15 @@ class Booster:
         The arrays returned are reused by the next call with the same shape and dtype (the
         libraries copy them at once).
         """
-        loss = self.loss.to("cuda") if _on_device(score) else self.loss
+        loss = self._on_cuda() if _on_device(score) else self.loss
         label = self.labels(label, score)
         weight = _weights(weight, score, self.multiclass)
         if loss.target == "cuda":
-            grad, hess = loss.grad_hess(score, _to_device(label), sample_weight=weight, **self.loss_params)
+            # Labels and weights come from the library on the host: moved once per call.
+            if weight is not None:
+                weight = _to_device(weight)
+            label = _to_device(label)
+            grad, hess = loss.grad_hess(score, label, sample_weight=weight, **self.loss_params)
         else:
             score = np.ascontiguousarray(score)
             key = (score.shape, score.dtype.str)
@@ -141,6 +146,12 @@ class Booster:
                 score, label, sample_weight=weight, out=self._buffers[key], **self.loss_params
             )
         return self._policy(grad, hess, score, weight)
+
+    def _on_cuda(self) -> Loss:
+        """The same loss on the CUDA target (CuPy / Numba device scores), made once."""
+        if self._cuda is None:
+            self._cuda = self.loss.to("cuda")
+        return self._cuda
 
     def labels(self, label: Any, score: Any) -> Any:
         """The library's float labels as the spec's label input needs them."""
@@ -259,6 +270,9 @@ def _check_fisher(loss: Loss, label: Any) -> None:
 
 def _cast_labels(label: Any, score: Any, spec: Any, multiclass: bool) -> Any:
     if _on_device(label):
+        if spec.kind == "int" and np.dtype(label.dtype).kind == "f":
+            host = label.copy_to_host() if hasattr(label, "copy_to_host") else label.get()
+            return _to_device(_integer_labels(host))
         return label
     y = np.asarray(label)
     if spec.kind == "int":
@@ -297,7 +311,8 @@ def _weights(weight: Any, score: Any, multiclass: bool) -> Any:
 
 
 def _on_device(a: Any) -> bool:
-    return hasattr(a, "__cuda_array_interface__")
+    """CuPy, PyTorch CUDA and Numba device arrays (and the simulator's stand-ins)."""
+    return hasattr(a, "__cuda_array_interface__") or bool(getattr(a, "__cuda_ndarray__", False))
 
 
 def _to_device(a: Any) -> Any:
