@@ -752,10 +752,7 @@ ORACLES: tuple[Oracle, ...] = (
         ({}, {"variance_power": 1.2}, {"variance_power": 1.8}),
     ),
     Oracle("fair", "lightgbm fair", _fair, _huber_pair, ({}, {"c": 0.5})),
-    Oracle(
-        "squared_log_error", "xgboost reg:squaredlogerror", _squared_log_error, _positive_pair
-    ),
-
+    Oracle("squared_log_error", "xgboost reg:squaredlogerror", _squared_log_error, _positive_pair),
     Oracle("mape", "keras.losses.mean_absolute_percentage_error", _mape, _positive_pair),
     Oracle(
         "poisson_nll",

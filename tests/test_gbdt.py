@@ -33,7 +33,8 @@ def test_grad_hess_is_per_sample_and_never_divided_by_n(rng: np.random.Generator
     np.testing.assert_allclose(h, w * (1 + r * r) ** -1.5, rtol=1e-12)
     out = (np.empty(N), np.empty(N))
     g2, h2 = loss.grad_hess(p, t, sample_weight=w, out=out)
-    assert g2 is out[0] and h2 is out[1]
+    assert g2 is out[0]
+    assert h2 is out[1]
     np.testing.assert_array_equal(g2, g)
     with pytest.raises(lossdsl.LossDSLError, match="pair"):
         loss.grad_hess(p, t, out=np.empty(N))

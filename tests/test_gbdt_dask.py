@@ -61,7 +61,8 @@ def _kernels_in_workers(client: Any) -> list[tuple[int, int]]:
 
 def _assert_loaded_not_compiled(client: Any) -> None:
     for hits, misses in _kernels_in_workers(client):
-        assert hits > 0 and misses == 0
+        assert hits > 0
+        assert misses == 0
 
 
 def test_xgboost_dask_matches_single_machine(client: Any) -> None:
@@ -75,7 +76,9 @@ def test_xgboost_dask_matches_single_machine(client: Any) -> None:
     dtrain = xgb_dask.DaskDMatrix(client, X, Y, weight=W)
     out = xgb_dask.train(client, {**params, **obj.params(Y, W)}, dtrain, ROUNDS, obj=obj)
     margins = xgb_dask.predict(client, out["booster"], X, output_margin=True).compute()
-    np.testing.assert_allclose(margins, single.predict(xgb.DMatrix(x), output_margin=True), atol=1e-6)
+    np.testing.assert_allclose(
+        margins, single.predict(xgb.DMatrix(x), output_margin=True), atol=1e-6
+    )
     _assert_loaded_not_compiled(client)
 
 

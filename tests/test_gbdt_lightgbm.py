@@ -168,5 +168,5 @@ def test_quantile_with_clip_gives_the_builtin_gradients() -> None:
 
 def test_missing_callbacks_is_an_error_not_a_shifted_model() -> None:
     obj = ll.Objective("mse")
-    with pytest.raises(LossDSLError, match="callbacks=obj.callbacks"):
+    with pytest.raises(LossDSLError, match=r"callbacks=obj\.callbacks"):
         lgb.train({**PARAMS, "objective": obj}, lgb.Dataset(DATA["x"], DATA["real"]), 1)

@@ -56,7 +56,13 @@ CASES: dict[str, tuple[dict[str, Any], str, dict[str, Any], str, int | None]] = 
         "classes",
         None,
     ),
-    "poisson": ({"objective": "count:poisson"}, "poisson_nll", {"hessian": "xgboost"}, "counts", None),
+    "poisson": (
+        {"objective": "count:poisson"},
+        "poisson_nll",
+        {"hessian": "xgboost"},
+        "counts",
+        None,
+    ),
     "gamma": ({"objective": "reg:gamma"}, "gamma_nll", {}, "positive", None),
     "tweedie": (
         {"objective": "reg:tweedie", "tweedie_variance_power": 1.3},
@@ -133,7 +139,10 @@ def test_sklearn_regressor_reproduces_builtin(weighted: bool) -> None:
 
 @pytest.mark.parametrize(
     ("labels", "spec", "options"),
-    [("binary", "bce_with_logits", {}), ("classes", "sparse_cross_entropy", {"hessian": "xgboost"})],
+    [
+        ("binary", "bce_with_logits", {}),
+        ("classes", "sparse_cross_entropy", {"hessian": "xgboost"}),
+    ],
     ids=["logistic", "softprob"],
 )
 def test_sklearn_classifier_reproduces_builtin(
@@ -168,4 +177,5 @@ def test_quantile_with_clip_gives_the_builtin_gradients() -> None:
     start = obj.base_score(y, w)
     # A minimiser: at most a fraction q of the weight strictly below, 1 - q strictly above.
     below, above = w[y < start - 1e-9].sum(), w[y > start + 1e-9].sum()
-    assert below <= q * w.sum() + 1e-9 and above <= (1 - q) * w.sum() + 1e-9
+    assert below <= q * w.sum() + 1e-9
+    assert above <= (1 - q) * w.sum() + 1e-9

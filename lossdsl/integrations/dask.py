@@ -8,6 +8,7 @@ whole data set without collecting it. Training itself is `xgboost.dask` / `light
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
 
 def dask_totals(b: Booster, label: Any, weight: Any, k: int | None) -> Totals:
     """`gbdt.Totals` over a Dask array of labels (and optional weights with the same rows)."""
-    import dask
-    import dask.array as da
+    # Imported as Any: dask's partial annotations would leak untyped calls into this module.
+    dask: Any = importlib.import_module("dask")
+    da: Any = importlib.import_module("dask.array")
 
     y = da.asarray(label)
     blocks = y.to_delayed().ravel()

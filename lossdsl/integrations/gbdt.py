@@ -354,7 +354,9 @@ def block_totals(
     score = np.empty(shape)
     score[...] = c
     y = b.labels(label, score)
-    v, g, h = b.loss.value_grad_hess(score, y, reduction="sum", sample_weight=weight, **b.loss_params)
+    v, g, h = b.loss.value_grad_hess(
+        score, y, reduction="sum", sample_weight=weight, **b.loss_params
+    )
     return float(v), np.atleast_1d(g.sum(axis=0)), np.atleast_1d(h.sum(axis=0))
 
 
