@@ -94,7 +94,7 @@ def test_lightgbm_dask_matches_single_machine(client: Any) -> None:
     # Each worker sees part of the data: the start score is computed on the cluster first.
     start = ll.Objective("mse", hessian="lightgbm").start_score(Y, W)
     obj = ll.Objective("mse", hessian="lightgbm", start=start)
-    model = lgb.DaskLGBMRegressor(client=client, objective=obj, n_jobs=1, **kw).fit(
+    model = lgb.DaskLGBMRegressor(client=client, objective=obj, **kw).fit(
         X, Y, sample_weight=W, callbacks=obj.callbacks
     )
     raw = model.predict(X, raw_score=True).compute()

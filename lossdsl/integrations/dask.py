@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from lossdsl.integrations.gbdt import Booster, Totals
+    from lossdsl.integrations.gbdt import Booster
+    from lossdsl.integrations.start import Totals
 
 
 def dask_totals(b: Booster, label: Any, weight: Any, k: int | None) -> Totals:

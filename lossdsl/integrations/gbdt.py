@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from lossdsl import Loss, LossDSLError, SpecShapeError, get
+from lossdsl.integrations import start
+from lossdsl.integrations.start import Totals
 
 POLICIES = ("exact", "clip", "fisher", "xgboost", "lightgbm")
 
@@ -212,20 +214,11 @@ class Booster:
             )
         totals = _totals(self, label, weight, k)
         if steps is not None:
-            c = np.zeros(k or 1)
-            for _ in range(steps):
-                _, g, h = totals(c)
-                c = c - g / h
+            c = start.newton_steps(totals, np.zeros(k or 1), steps)
             return c if k else float(c[0])
         if k is None:
-            return _solve_scalar(totals, self._first_guess(label, weight))
-        c = _solve_vector(totals, np.zeros(k))
-        centred = c - c.mean()
-        v, g, _ = totals(c)
-        v2, g2, _ = totals(centred)
-        if abs(v2 - v) <= 1e-12 * max(1.0, abs(v)) and np.allclose(g2, g, atol=1e-9 * abs(v)):
-            return centred
-        return c
+            return start.solve_scalar(totals, self._first_guess(label, weight))
+        return start.least_norm(totals, start.solve_vector(totals, np.zeros(k)))
 
     def _first_guess(self, label: Any, weight: Any) -> float:
         if self._label.kind == "int":
@@ -329,9 +322,7 @@ def _weighted_mean(label: Any, weight: Any) -> Any:
     return (label * weight).sum() / weight.sum()
 
 
-# -- start score: totals and solvers ---------------------------------------------------------
-
-Totals = Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray]]
+# -- start score: totals ---------------------------------------------------------------------
 
 
 def _totals(b: Booster, label: Any, weight: Any, k: int | None) -> Totals:
@@ -358,57 +349,3 @@ def block_totals(
         score, y, reduction="sum", sample_weight=weight, **b.loss_params
     )
     return float(v), np.atleast_1d(g.sum(axis=0)), np.atleast_1d(h.sum(axis=0))
-
-
-def _solve_scalar(totals: Totals, c: float) -> float:
-    """Newton's method on the summed gradient, kept inside a bracket of its sign change and
-    backtracked while the value rises (non-convex losses, overshooting steps)."""
-    lo, hi, width = -math.inf, math.inf, 1.0
-    v, g, h = _at(totals, c)
-    for _ in range(300):
-        if g == 0 or not math.isfinite(g):
-            return c
-        if g < 0:
-            lo = c
-        else:
-            hi = c
-        new = c - g / h if h > 0 else math.nan
-        if not lo < new < hi:  # no curvature, or Newton left the bracket
-            if math.isinf(lo) or math.isinf(hi):
-                width *= 2
-                new = c + math.copysign(width * max(1.0, abs(c)), -g)
-            else:
-                new = 0.5 * (lo + hi)
-        v2, g2, h2 = _at(totals, new)
-        while v2 > v + 1e-13 * abs(v) and abs(new - c) > 1e-14 * max(1.0, abs(c)):
-            new = 0.5 * (c + new)
-            v2, g2, h2 = _at(totals, new)
-        if abs(new - c) <= 1e-14 * max(1.0, abs(c)) or hi - lo <= 1e-13 * max(1.0, abs(c)):
-            return new
-        c, v, g, h = new, v2, g2, h2
-    return c
-
-
-def _at(totals: Totals, c: float) -> tuple[float, float, float]:
-    v, g, h = totals(np.array([c]))
-    return v, float(g[0]), float(h[0])
-
-
-def _solve_vector(totals: Totals, c: np.ndarray) -> np.ndarray:
-    """Diagonal Newton steps with backtracking on the value (multiclass scores)."""
-    v, g, h = totals(c)
-    for _ in range(500):
-        step = np.where(h > 0, -g / np.where(h > 0, h, 1.0), -g)
-        t = 1.0
-        while t > 1e-12:
-            v2, g2, h2 = totals(c + t * step)
-            # Near the optimum the value changes by rounding only: accept a step that does
-            # not raise it by more than that.
-            if v2 <= v + 1e-13 * abs(v):
-                break
-            t *= 0.5
-        c = c + t * step
-        v, g, h = v2, g2, h2
-        if np.max(np.abs(t * step)) <= 1e-13 * max(1.0, float(np.max(np.abs(c)))):
-            break
-    return c
