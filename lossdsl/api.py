@@ -257,6 +257,13 @@ class Loss:
         grad_out, hess_out = (None, None) if out is None else out
         if (grad_out is None) != (hess_out is None):
             raise SpecShapeError("out= for grad_hess needs both arrays, or neither")
+        if out is not None and any(
+            np.may_share_memory(g, h) for g in _as_list(grad_out) for h in _as_list(hess_out)
+        ):
+            raise SpecShapeError(
+                "out= for grad_hess: the gradient and Hessian arrays overlap",
+                hint="give each its own array (np.empty_like twice)",
+            )
         _, grads, hess = self._run(
             "hess", args, kw, reduction, sample_weight, hess_out, fresh=True, grad_out=grad_out
         )

@@ -38,6 +38,8 @@ def test_grad_hess_is_per_sample_and_never_divided_by_n(rng: np.random.Generator
     np.testing.assert_array_equal(g2, g)
     with pytest.raises(lossdsl.LossDSLError, match="pair"):
         loss.grad_hess(p, t, out=np.empty(N))
+    with pytest.raises(lossdsl.LossDSLError, match="overlap"):
+        loss.grad_hess(p, t, out=(out[0], out[0]))
 
 
 def test_loss_pickles_by_definition(rng: np.random.Generator) -> None:
