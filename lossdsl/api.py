@@ -264,6 +264,43 @@ class Loss:
         `value_and_grad`)."""
         return self._run("hess", args, kw, reduction, sample_weight, None, cotangent, fresh=True)
 
+    def grad_hess(
+        self,
+        *args: Any,
+        reduction: str = "sum",
+        sample_weight: Any = None,
+        out: Any = None,
+        **kw: Any,
+    ) -> tuple[Any, Any]:
+        """(gradient, Hessian diagonal) per sample, as a gradient-boosting objective needs them.
+
+        The default reduction is "sum" (not the spec's): sample i gets w_i dl_i and
+        w_i d2l_i, never divided by N. `out` is a pair (gradient array, Hessian array), each
+        as for `value_and_grad` (a tuple per array for several `wrt` inputs); both are
+        written and returned. No per-sample value array is written.
+        """
+        if out is not None and not (isinstance(out, tuple | list) and len(out) == 2):
+            raise SpecShapeError("out= for grad_hess is a pair (gradient, hessian)")
+        grad_out, hess_out = (None, None) if out is None else out
+        if (grad_out is None) != (hess_out is None):
+            raise SpecShapeError("out= for grad_hess needs both arrays, or neither")
+        if out is not None and any(
+            np.may_share_memory(g, h) for g in _as_list(grad_out) for h in _as_list(hess_out)
+        ):
+            raise SpecShapeError(
+                "out= for grad_hess: the gradient and Hessian arrays overlap",
+                hint="give each its own array (np.empty_like twice)",
+            )
+        _, grads, hess = self._run(
+            "hess", args, kw, reduction, sample_weight, hess_out, fresh=True, grad_out=grad_out
+        )
+        return grads, hess
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # By definition, not by kernels: another process (a Dask worker) rebuilds the Loss
+        # and loads the same kernels from the on-disk cache (same key), compiling nothing.
+        return (Loss, (self.definition, self.target, self.specialize))
+
     def _run(
         self,
         mode: str,
@@ -274,24 +311,30 @@ class Loss:
         out: Any = None,
         cotangent: Any = None,
         fresh: bool = False,
+        grad_out: Any = None,
     ) -> tuple[Any, Any, Any]:
         if self.target == "cuda":
             from lossdsl import device  # device imports this module
 
             return device.run(self, mode, args, kw, reduction, weight, out, cotangent)
         wrt = self.definition.wrt
+        outs = out if grad_out is None else [*_as_list(out), *_as_list(grad_out)]
         # A call with a cotangent is validated in full every time (no plan).
-        key = None if cotangent is not None else _plan_key(mode, args, kw, reduction, weight, out)
+        key = None if cotangent is not None else _plan_key(mode, args, kw, reduction, weight, outs)
         plan = self._plans.get(key) if key is not None else None
+        grads_given = None
         if plan is not None:
             # Same shapes, dtypes, parameters and out= layout as a validated call: only the
             # data differs, and no check depends on the data.
             call = plan.with_arrays(args, self.inputs)
             given = _as_list(out) if out is not None else None
+            grads_given = _as_list(grad_out) if grad_out is not None else None
         else:
             call = _bind(self.definition, args, kw, reduction, weight)
             call.ct = _cotangent(self.definition, call, cotangent)
             given = _outputs(call, wrt, out) if out is not None else None
+            if grad_out is not None:
+                grads_given = _outputs(call, wrt, grad_out)
             if key is not None and call.reusable(args):
                 if len(self._plans) >= _MAX_PLANS:  # shapes that keep changing: start over
                     self._plans.clear()
@@ -304,7 +347,7 @@ class Loss:
             grads = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
         elif mode == "hess":
             hess = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
-            grads = [
+            grads = grads_given or [
                 np.empty(call.shape_of(x), call.dtype)
                 if fresh
                 else runtime.workspace(("grad", x), call.shape_of(x), call.dtype)

@@ -176,6 +176,37 @@ def _gaussian_nll(
     return _F().gaussian_nll_loss(p, t, var, full=bool(full), eps=eps, reduction=reduction)
 
 
+def _pseudo_huber(p: Any, t: Any, reduction: str, delta: float = 1.0) -> Any:
+    # XGBoost reg:pseudohubererror (huber_slope = delta).
+    r = (p - t) / delta
+    return _reduce(delta**2 * (_torch().sqrt(1.0 + r * r) - 1.0), reduction)
+
+
+def _gamma_nll(p: Any, t: Any, reduction: str) -> Any:
+    # XGBoost reg:gamma / LightGBM gamma: y exp(-s) + s.
+    return _reduce(t * _torch().exp(-p) + p, reduction)
+
+
+def _tweedie_nll(p: Any, t: Any, reduction: str, variance_power: float = 1.5) -> Any:
+    # XGBoost reg:tweedie / LightGBM tweedie.
+    torch, rho = _torch(), variance_power
+    a = -t * torch.exp((1.0 - rho) * p) / (1.0 - rho)
+    return _reduce(a + torch.exp((2.0 - rho) * p) / (2.0 - rho), reduction)
+
+
+def _fair(p: Any, t: Any, reduction: str, c: float = 1.0) -> Any:
+    # LightGBM fair (fair_c = c).
+    a = _torch().abs(p - t) / c
+    return _reduce(c * c * (a - _torch().log1p(a)), reduction)
+
+
+def _squared_log_error(p: Any, t: Any, reduction: str, eps: float = 1e-6) -> Any:
+    # XGBoost reg:squaredlogerror: predictions clamped at -1 + eps.
+    torch = _torch()
+    d = torch.log1p(torch.clamp(p, min=-1.0 + eps)) - torch.log1p(t)
+    return _reduce(0.5 * d * d, reduction)
+
+
 # -- references: probabilistic and classification ----------------------------------------------
 
 
@@ -467,6 +498,19 @@ def _counts(rng: np.random.Generator) -> dict[str, Inputs]:
     }
 
 
+def _positive_targets(rng: np.random.Generator) -> dict[str, Inputs]:
+    """Log-link scores against positive targets (Gamma)."""
+    p, t = _normal(rng, N), rng.uniform(0.05, 4.0, N)
+    return {"typical": (p, t), "large_score": (10.0 * p, t), "batch_of_one": (p[:1], t[:1])}
+
+
+def _tweedie_targets(rng: np.random.Generator) -> dict[str, Inputs]:
+    """Log-link scores against non-negative targets with exact zeros (Tweedie)."""
+    p = _normal(rng, N)
+    t = np.where(rng.uniform(size=N) < 0.3, 0.0, rng.uniform(0.1, 4.0, N))
+    return {"typical": (p, t), "all_zero": (p, np.zeros(N)), "batch_of_one": (p[:1], t[:1])}
+
+
 def _gaussian(rng: np.random.Generator) -> dict[str, Inputs]:
     p, t = _normal(rng, N), _normal(rng, N)
     var = rng.uniform(0.1, 2.0, N)
@@ -692,6 +736,23 @@ ORACLES: tuple[Oracle, ...] = (
     Oracle("log_cosh", "keras.losses.log_cosh", _log_cosh, _pair),
     Oracle("quantile", "tfa.losses.PinballLoss", _quantile, _pair, ({}, {"q": 0.1}, {"q": 0.9})),
     Oracle("msle", "keras.losses.mean_squared_logarithmic_error", _msle, _positive_pair),
+    Oracle(
+        "pseudo_huber",
+        "xgboost reg:pseudohubererror",
+        _pseudo_huber,
+        _huber_pair,
+        ({}, {"delta": 0.5}, {"delta": 2.0}),
+    ),
+    Oracle("gamma_nll", "xgboost reg:gamma", _gamma_nll, _positive_targets),
+    Oracle(
+        "tweedie_nll",
+        "xgboost reg:tweedie",
+        _tweedie_nll,
+        _tweedie_targets,
+        ({}, {"variance_power": 1.2}, {"variance_power": 1.8}),
+    ),
+    Oracle("fair", "lightgbm fair", _fair, _huber_pair, ({}, {"c": 0.5})),
+    Oracle("squared_log_error", "xgboost reg:squaredlogerror", _squared_log_error, _positive_pair),
     Oracle("mape", "keras.losses.mean_absolute_percentage_error", _mape, _positive_pair),
     Oracle(
         "poisson_nll",

@@ -184,7 +184,8 @@ def test_builtins_built_by_composition_resolve(composed: str, parts: list[str]) 
 
 EXPECTED_TASKS = {
     "regression": {"mse", "mae", "l1", "rmse", "huber", "smooth_l1", "log_cosh", "msle", "mape",
-                   "poisson_nll"},
+                   "poisson_nll", "pseudo_huber", "gamma_nll", "tweedie_nll", "fair",
+                   "squared_log_error"},
     "quantile": {"quantile"},
     "probabilistic": {"gaussian_nll", "kl_div", "kl_div_batchmean"},
     "binary": {"bce", "bce_with_logits", "sigmoid_focal", "hinge", "squared_hinge",
@@ -227,7 +228,8 @@ def test_hyperparameter_grid_runs_without_recompiling(rng: np.random.Generator) 
     results = {}
     for name in lossdsl.available(task="regression"):
         loss = lossdsl.get(name)
-        args = (np.abs(p), np.abs(t)) if name in ("msle", "poisson_nll") else (p, t)
+        positive = ("msle", "poisson_nll", "gamma_nll", "tweedie_nll", "squared_log_error")
+        args = (np.abs(p), np.abs(t)) if name in positive else (p, t)
         for info in loss.params:
             if info.kind == "real" and info.axis is None:
                 results[(name, info.name)] = float(loss(*args, **{info.name: info.default}))
