@@ -40,13 +40,34 @@ _MAX_PLANS = 64
 
 @dataclass(frozen=True)
 class ParamInfo:
-    """A parameter a search can enumerate: name, kind, default, domain, axis."""
+    """A parameter a search can enumerate.
+
+    `domain` is the declared domain as text, `bounds` the same as numbers; `role` is
+    "hyperparameter", "switch" or "convention"; `search` the range a hyperparameter search
+    draws from (low, high, log), None for switches and conventions. See `lossdsl.metadata`.
+    """
 
     name: str
     kind: str
     default: float
     domain: str | None
     axis: str | None
+    bounds: ir.Domain | None = None
+    role: str = "hyperparameter"
+    search: ir.SearchRange | None = None
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """An input: its kind ("real"/"int"), axis, declared bounds, and the encoding its values
+    must have ("logits", "probability", "pm1", "label", ...: `lossdsl.metadata.ENCODINGS`)."""
+
+    name: str
+    kind: str
+    axis: str | None
+    bounds: ir.Domain | None
+    encoding: str
+    differentiated: bool
 
 
 # Parameters fixed at kernel generation, with their values: () is the generic kernel.
@@ -90,6 +111,7 @@ class Loss:
 
     @property
     def activation(self) -> str:
+        """The model's last layer this loss expects ("identity" when it takes logits)."""
         return self.definition.activation
 
     @property
@@ -111,8 +133,26 @@ class Loss:
     @property
     def params(self) -> tuple[ParamInfo, ...]:
         return tuple(
-            ParamInfo(p.name, p.kind, p.default, str(p.domain) if p.domain else None, p.axis)
+            ParamInfo(
+                p.name,
+                p.kind,
+                p.default,
+                str(p.domain) if p.domain else None,
+                p.axis,
+                p.domain,
+                p.role,
+                p.search,
+            )
             for p in self.definition.params
+        )
+
+    @property
+    def input_info(self) -> tuple[InputInfo, ...]:
+        """Each input's kind, axis, bounds and encoding, in declaration order."""
+        d = self.definition
+        return tuple(
+            InputInfo(i.name, i.kind, i.axis, i.domain, i.encoding, i.name in d.wrt)
+            for i in d.inputs
         )
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ from lossdsl.errors import (
     did_you_mean,
 )
 from lossdsl.functions import AXIS_FUNCTIONS, CONSTANTS, FUNCTIONS
+from lossdsl.metadata import annotate
 
 Resolver = Callable[[str], ir.LossDef | None]
 
@@ -101,7 +102,7 @@ class _LossChecker:
         if weight is not None:
             self._weight_is_constant(weight, wrt)
         doc = meta.get("doc") or node.comment
-        return ir.LossDef(
+        loss = ir.LossDef(
             name=node.name,
             inputs=tuple(self.inputs.values()),
             params=tuple(self.params.values()),
@@ -111,12 +112,13 @@ class _LossChecker:
             weight=weight,
             reduction=reduction,
             task=meta.get("task", "any"),
-            activation=meta.get("activation", "identity"),
+            activation=meta.get("activation", ""),  # "" is inferred by annotate
             doc=doc,
             file=self.spec.file,
             source=self.spec.source,
             span=node.span,
         )
+        return annotate(loss, node.body)
 
     # -- declarations -------------------------------------------------------------------------
 
@@ -226,7 +228,7 @@ class _LossChecker:
                     weight = self._per_sample_real(
                         self.expr(stmt.weight), stmt.weight.span, "a weight"
                     )
-            else:
+            elif isinstance(stmt, n.Meta):
                 self._meta(stmt, meta)
         if value is None:
             raise SpecSyntaxError(
