@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("catalog", help="print the built-in catalog as Markdown")
     p.set_defaults(run=_catalog)
+
+    # The research bench (analyze, plot, compare) lives in its own subpackage.
+    from lossdsl.research.commands import register
+
+    register(sub)
     return parser
 
 
