@@ -23,6 +23,14 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     p.set_defaults(run=_analyze)
 
+    p = sub.add_parser("plot", help="plot losses, gradients (and Hessians) against their variable")
+    p.add_argument("losses", nargs="+", metavar="NAME|FILE", help="registered names or spec files")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter value")
+    p.add_argument("--hessian", action="store_true", help="add the second derivative")
+    p.add_argument("--range", nargs=2, type=float, metavar=("LO", "HI"), help="range of x")
+    p.add_argument("-o", "--output", default="losses.png", help="PNG, SVG or PDF file")
+    p.set_defaults(run=_plot)
+
 
 def resolve(spec: str) -> lossdsl.Loss:
     """A registered name, or a spec file (`FILE:NAME` picks one loss of a file)."""
@@ -75,4 +83,16 @@ def _analyze(args: argparse.Namespace) -> int:
         print(json.dumps([as_dict(a) for a in results], indent=2, ensure_ascii=False))
     else:
         print(analysis_table(results))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from lossdsl.research.plot import plot_losses, save_figure
+
+    losses = [resolve(s) for s in args.losses]
+    params = parse_params(args.param)
+    check_params_used(losses, params)
+    x_range = tuple(args.range) if args.range else None
+    fig = plot_losses(losses, params, hessian=args.hessian, x_range=x_range)
+    print(save_figure(fig, args.output))
     return 0

@@ -101,7 +101,7 @@ def _scalar_kind(
 ) -> tuple[str, str, tuple[float, float, float, float]]:
     if first in ("real", "nonnegative") and target in ("real", "nonnegative"):
         low = -1.0 if "nonnegative" in (first, target) else -3.0
-        return "residual", "residual pred - target (target 1)", (low, 3.0, low, 1e6)
+        return "residual", "residual pred - target", (low, 3.0, low, 1e6)
     if target == "pm1":
         return "margin", "margin y * pred (y = +1)", (-3.0, 3.0, -1e6, 1e6)
     if first == "logits":
