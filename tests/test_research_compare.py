@@ -82,3 +82,16 @@ def test_outputs_and_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "does not fit a binary model" in capsys.readouterr().err
     assert main(["compare", "mse@softplus", "--no-progress"]) == 2
     assert "unknown link" in capsys.readouterr().err
+
+
+def test_readme_optuna_example_runs() -> None:
+    pytest.importorskip("optuna")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Research bench")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+    assert "n_trials=30" in code
+    scope: dict[str, object] = {}
+    exec(code.replace("n_trials=30", "n_trials=4").replace("print(", "len("), scope)
+    study = scope["study"]
+    assert study.best_params["loss"] in ("mse", "mae", "huber", "log_cosh")  # type: ignore[attr-defined]
+    assert np.isfinite(study.best_value)  # type: ignore[attr-defined]
