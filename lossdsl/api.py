@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lossdsl import ir, runtime
-from lossdsl.check import check_spec
+from lossdsl.check import TASKS, check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
 from lossdsl.codegen.names import entry_name
 from lossdsl.errors import SpecDomainError, SpecShapeError, UnknownLossError, did_you_mean
@@ -693,10 +693,18 @@ def get(name: str, target: str = "cpu") -> Loss:
 
 
 def available(task: str | None = None) -> list[str]:
-    """Names of every registered loss, optionally only those declaring `task`."""
+    """Names of every registered loss, optionally only those declaring `task`.
+
+    Raises:
+        UnknownLossError: `task` is not one of the task tags (the hint lists close ones).
+    """
     reg = _registry()
     if task is None:
         return reg.names()
+    if task not in TASKS:
+        raise UnknownLossError(
+            f"unknown task '{task}'", hint=did_you_mean(task, TASKS) or f"tasks: {', '.join(TASKS)}"
+        )
     return [n for n in reg.names() if reg.definition(n).task == task]
 
 

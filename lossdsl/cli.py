@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossdsl", description="Compile loss functions to fused gradient/Hessian kernels."
     )
+    from lossdsl import __version__
+
+    parser.add_argument("--version", action="version", version=f"lossdsl {__version__}")
     sub = parser.add_subparsers(metavar="command")
 
     p = sub.add_parser("list", help="list the registered losses")
@@ -71,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--classes", type=int, default=10, help="length of the axis, if any")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter value")
+    p.add_argument(
+        "--check", action="store_true", help="gradient and Hessian against finite differences"
+    )
     p.set_defaults(run=_run)
 
     p = sub.add_parser("precompile", help="compile losses into the on-disk kernel cache")
@@ -99,6 +106,8 @@ def _resolve(spec: str, name: str | None, target: str = "cpu") -> api.Loss:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.task is not None:
+        api.available(task=args.task)  # an unknown task is an error with close matches
     names = api.available()
     width = max((len(n) for n in names), default=0)
     failed = False
@@ -140,21 +149,32 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lossdsl.research.names import check_params_used, parse_params
+
     loss = _resolve(args.loss, args.name)
+    params = parse_params(args.param)
+    check_params_used([loss], params)
     inputs = _random_inputs(loss, args.batch, args.classes, np.dtype(args.dtype))
     start = time.perf_counter()
-    value, grads = loss.value_and_grad(*inputs)
+    value, grads = loss.value_and_grad(*inputs, **params)
     first = time.perf_counter() - start
     start = time.perf_counter()
-    loss.value_and_grad(*inputs)
+    loss.value_and_grad(*inputs, **params)
     again = time.perf_counter() - start
     grads = grads if isinstance(grads, tuple) else (grads,)
     shape = ", ".join(f"{n}{tuple(a.shape)}" for n, a in zip(loss.inputs, inputs, strict=True))
-    print(f"{loss.name}({shape}), {args.dtype}, reduction {loss.reduction}")
+    given = "".join(f", {k}={v:g}" for k, v in params.items())
+    print(f"{loss.name}({shape}{given}), {args.dtype}, reduction {loss.reduction}")
     print(f"  value     {float(value):.6g}")
     for name, g in zip(loss.wrt, grads, strict=True):
         print(f"  grad {name}: shape {g.shape}, |g|_max {float(np.max(np.abs(g))):.4g}")
     print(f"  first call {first * 1e3:.1f} ms (compile or cache load), next {again * 1e3:.3f} ms")
+    if args.check:
+        from lossdsl.research.fdcheck import finite_difference_check
+
+        report = finite_difference_check(loss, inputs, params)
+        print(report.text())
+        return 0 if report.ok else 1
     return 0
 
 

@@ -11,8 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lossdsl.api import available, get
-from lossdsl.check import TASKS
-from lossdsl.errors import UnknownLossError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -56,12 +54,9 @@ def search_space(
     Raises:
         UnknownLossError: an unknown task or loss name, with close matches.
     """
-    if task is not None and task not in TASKS:
-        raise UnknownLossError(
-            f"unknown task '{task}'",
-            hint=did_you_mean(task, TASKS) or f"tasks: {', '.join(TASKS)}",
-        )
-    names = sorted(losses) if losses is not None else available(task=task)
+    names = available(task=task)  # checks the task tag
+    if losses is not None:
+        names = sorted(losses)
     spaces = []
     for name in names:
         loss = get(name)
