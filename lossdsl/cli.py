@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -152,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
     from lossdsl.research.names import check_params_used, parse_params
 
     loss = _resolve(args.loss, args.name)
-    params = parse_params(args.param)
+    params: dict[str, Any] = parse_params(args.param)
     check_params_used([loss], params)
     inputs = _random_inputs(loss, args.batch, args.classes, np.dtype(args.dtype))
     start = time.perf_counter()

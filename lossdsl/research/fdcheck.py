@@ -9,6 +9,7 @@ element sits within a step of one; the report names the worst element so it can 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def finite_difference_check(
     loss: lossdsl.Loss, inputs: list[np.ndarray], params: dict[str, float] | None = None
 ) -> Report:
     """Compare the kernels' gradient and Hessian diagonal with central differences."""
-    kw = dict(params or {})
+    kw: dict[str, Any] = dict(params or {})
     args = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs]
     names = list(loss.inputs)
     grads, hess = loss.value_grad_hess(*args, **kw)[1:]
