@@ -168,10 +168,24 @@ class Loss:
         return self._derived
 
     def explain(self, latex: bool = False) -> str:
-        """Value, gradient and Hessian diagonal as readable formulas."""
+        """Value, gradient and Hessian diagonal as readable formulas; with `latex`, one LaTeX
+        `aligned` block (valid in KaTeX and MathJax)."""
+        if latex:
+            from lossdsl.latex import explain_latex
+
+            return explain_latex(self.derived())
         from lossdsl.explain import explain
 
-        return explain(self.derived(), latex)
+        return explain(self.derived())
+
+    def _repr_latex_(self) -> str:
+        return "$$" + self.explain(latex=True) + "$$"
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter: the name, task and activation, then the formulas as display math."""
+        summary = f" {self.definition.summary}" if self.definition.summary else ""
+        head = f"**{self.name}** ({self.task}; last layer `{self.activation}`).{summary}"
+        return f"{head}\n\n$$\n{self.explain(latex=True)}\n$$\n"
 
     def source(self) -> str:
         """The generated kernel module."""

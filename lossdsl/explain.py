@@ -59,13 +59,10 @@ def _text(expr: sp.Expr) -> str:
     return str(_Printer().doprint(expr.subs(COEF, 1)))
 
 
-def _latex(expr: sp.Expr) -> str:
-    return str(sp.latex(expr.subs(COEF, 1)))
-
-
-def explain(derived: Derived, latex: bool = False) -> str:
-    """Formulas of a derived loss, one per line, followed by the aggregate definitions."""
-    show = _latex if latex else _text
+def explain(derived: Derived) -> str:
+    """Formulas of a derived loss, one per line, followed by the aggregate definitions
+    (LaTeX: `lossdsl.latex.explain_latex`)."""
+    show = _text
     loss = derived.lowered.loss
     params = ", ".join(f"{p.name} = {p.default:g}" for p in loss.params)
     inputs = ", ".join(i.name + (f"[{i.axis}]" if i.axis else "") for i in loss.inputs)
