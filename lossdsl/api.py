@@ -170,13 +170,16 @@ class Loss:
     def explain(self, latex: bool = False) -> str:
         """Value, gradient and Hessian diagonal as readable formulas; with `latex`, one LaTeX
         `aligned` block (valid in KaTeX and MathJax)."""
+        from lossdsl.readable import named_locals
+
+        names = named_locals(self.definition, _registry().resolve)
         if latex:
             from lossdsl.latex import explain_latex
 
-            return explain_latex(self.derived())
+            return explain_latex(self.derived(), names)
         from lossdsl.explain import explain
 
-        return explain(self.derived())
+        return explain(self.derived(), names)
 
     def _repr_latex_(self) -> str:
         return "$$" + self.explain(latex=True) + "$$"

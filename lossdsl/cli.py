@@ -142,6 +142,15 @@ def _check(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     loss = _resolve(args.loss, args.name, args.target)
+    path = Path(args.loss)
+    if args.name is None and path.is_file():
+        names = [d.name for d in api.check_source(path.read_text(encoding="utf-8"), str(path))]
+        if len(names) > 1:
+            print(
+                f"note: {path} defines {', '.join(names)}; showing '{loss.name}' (the last one;"
+                " pick another with --name)",
+                file=sys.stderr,
+            )
     if args.source:
         print(loss.source(), end="")
     else:

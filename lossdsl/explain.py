@@ -13,6 +13,7 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from lossdsl.derive import COEF, Derived
+from lossdsl.readable import Locals, local_definitions, use_locals, used_quantities
 
 _NAMES = {
     "Where": "where",
@@ -59,9 +60,10 @@ def _text(expr: sp.Expr) -> str:
     return str(_Printer().doprint(expr.subs(COEF, 1)))
 
 
-def explain(derived: Derived) -> str:
-    """Formulas of a derived loss, one per line, followed by the aggregate definitions
-    (LaTeX: `lossdsl.latex.explain_latex`)."""
+def explain(derived: Derived, names: Locals = ()) -> str:
+    """Formulas of a derived loss, one per line, written with the spec's local `names`
+    (`readable.named_locals`), then the definitions of the aggregates they use (LaTeX:
+    `lossdsl.latex.explain_latex`)."""
     show = _text
     loss = derived.lowered.loss
     params = ", ".join(f"{p.name} = {p.default:g}" for p in loss.params)
@@ -71,25 +73,34 @@ def explain(derived: Derived) -> str:
         head,
         f"  reduce    {loss.reduction}" + (" weighted" if loss.weight is not None else ""),
     ]
-    lines.append(f"  value     l = {show(derived.value)}")
-    if loss.weight is not None:
-        lines.append(f"  weight    w = {show(derived.weight)}")
-    for name, g in derived.grads:
-        lines.append(f"  gradient  dl/d{name} = {show(g)}")
-    for name, h in derived.hessians:
-        lines.append(f"  hessian   d2l/d{name}2 = {show(h)}")
-    defs = _definitions(derived, show)
+    shown = formulas(derived, names)
+    for symbol, body in local_definitions(names, [e for _, e in shown]):
+        lines.append(f"  let       {symbol} = {show(body)}")
+    lines += [f"  {label} = {show(e)}" for label, e in shown]
+    defs = _definitions(derived, show, [e for _, e in shown])
     if defs:
         lines.append("  where")
         lines += [f"    {d}" for d in defs]
     return "\n".join(lines)
 
 
-def _definitions(derived: Derived, render: Callable[[sp.Expr], str]) -> list[str]:
+def formulas(derived: Derived, names: Locals = ()) -> list[tuple[str, sp.Expr]]:
+    """(label, expression) of the value, weight, gradients and Hessians, with local names."""
+    out = [("value     l", derived.value)]
+    if derived.lowered.loss.weight is not None:
+        out.append(("weight    w", derived.weight))
+    out += [(f"gradient  dl/d{name}", g) for name, g in derived.grads]
+    out += [(f"hessian   d2l/d{name}2", h) for name, h in derived.hessians]
+    return [(label, use_locals(e.subs(COEF, 1), names)) for label, e in out]
+
+
+def _definitions(
+    derived: Derived, render: Callable[[sp.Expr], str], shown: list[sp.Expr]
+) -> list[str]:
     axis = derived.lowered.loss.axis or "C"
     index = derived.lowered.index
     out = []
-    for q in derived.quantities:
+    for q in used_quantities(derived.quantities, shown):
         name = q.symbol.name[1:]
         body = render(q.expr.subs(index, sp.Symbol("c")))
         if q.op == "sum":

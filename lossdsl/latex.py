@@ -15,6 +15,8 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter, greek_letters_set
 
 from lossdsl.derive import COEF, Derived
+from lossdsl.explain import formulas
+from lossdsl.readable import Locals, local_definitions, used_quantities
 
 # Our primitives with a plain operator name; the rest have methods below.
 _OPERATORS = {
@@ -87,25 +89,26 @@ def render(expr: sp.Expr) -> str:
     return str(_Printer().doprint(expr.subs(COEF, 1)))
 
 
-def explain_latex(derived: Derived) -> str:
-    """Value, weight, gradients, Hessian diagonals and aggregates as one `aligned` block."""
-    rows = [(r"\ell", render(derived.value))]
-    if derived.lowered.loss.weight is not None:
-        rows.append(("w", render(derived.weight)))
-    for name, g in derived.grads:
-        rows.append((rf"\frac{{\partial \ell}}{{\partial {latex_name(name)}}}", render(g)))
-    for name, h in derived.hessians:
-        lhs = rf"\frac{{\partial^{{2}} \ell}}{{\partial {latex_name(name)}^{{2}}}}"
-        rows.append((lhs, render(h)))
-    rows += _definitions(derived)
+def explain_latex(derived: Derived, names: Locals = ()) -> str:
+    """Local names, value, weight, gradients, Hessian diagonals and the aggregates they use,
+    as one `aligned` block."""
+    lhs = [r"\ell"] + (["w"] if derived.lowered.loss.weight is not None else [])
+    for name, _ in derived.grads:
+        lhs.append(rf"\frac{{\partial \ell}}{{\partial {latex_name(name)}}}")
+    for name, _ in derived.hessians:
+        lhs.append(rf"\frac{{\partial^{{2}} \ell}}{{\partial {latex_name(name)}^{{2}}}}")
+    shown = [e for _, e in formulas(derived, names)]
+    rows = [(render(s), render(e)) for s, e in local_definitions(names, shown)]
+    rows += [(a, render(e)) for a, e in zip(lhs, shown, strict=True)]
+    rows += _definitions(derived, shown)
     body = " \\\\\n".join(f"{a} &= {b}" for a, b in rows)
     return f"\\begin{{aligned}}\n{body}\n\\end{{aligned}}"
 
 
-def _definitions(derived: Derived) -> Sequence[tuple[str, str]]:
+def _definitions(derived: Derived, shown: list[sp.Expr]) -> Sequence[tuple[str, str]]:
     index = derived.lowered.index
     out = []
-    for q in derived.quantities:
+    for q in used_quantities(derived.quantities, shown):
         name = _Printer().doprint(q.symbol)
         body = render(q.expr.subs(index, sp.Symbol("_c")))
         if q.op == "sum":

@@ -53,7 +53,8 @@ def test_latex_parses_and_has_no_spec_syntax(name: str) -> None:
 def test_multi_letter_names_and_where() -> None:
     tex = lossdsl.get("huber").explain(latex=True)
     assert "\\begin{cases}" in tex
-    assert "\\text{if } \\left|\\mathit{pred} - \\mathit{target}\\right| \\leq \\delta" in tex
+    assert "r &= \\mathit{pred} - \\mathit{target} \\\\\n" in tex  # the spec's local name
+    assert "\\text{if } \\left|r\\right| \\leq \\delta" in tex
     ce = lossdsl.get("sparse_cross_entropy").explain(latex=True)
     assert "\\mathit{label\\_smoothing}" in ce
     assert "\\max_{c}" in ce
