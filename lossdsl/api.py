@@ -751,7 +751,8 @@ def _from_source(source: str, file: str, name: str | None, target: str) -> Loss:
     if chosen is None:
         raise UnknownLossError(
             f"{file} defines no loss named '{name}'",
-            hint=did_you_mean(name or "", [d.name for d in losses]),
+            hint=did_you_mean(name or "", [d.name for d in losses])
+            or f"it defines: {', '.join(d.name for d in losses)}",
         )
     return Loss(chosen, target)
 

@@ -133,26 +133,31 @@ def compare(
     links = [(spec, _link(spec, task, params or {})) for spec in losses]
     splits = [load(data, seed, outlier_fraction) for seed in range(seeds)]
     settings = [(s, lk, lr, pen) for s, lk in links for lr in lrs for pen in penalties]
-    total, done = len(settings) * seeds, 0
-    rows = []
+    total = len(settings) * seeds
+    rows: list[Row] = []
     for spec, link, lr, (l1, l2) in settings:
         row = Row(spec + _params_text(link), lr, l1, l2)
         curves = []
         for seed, split in enumerate(splits):
-            hidden = 32 if model == "mlp" else 0
-            run = train(link, split, hidden, epochs, lr, l1, l2, seed)
-            scores = run.model.scores(split.x_test)
-            found = score(link, split, scores, run.model.weights[0] if hidden == 0 else None)
-            found.update(epochs_to_converge=run.converged_at, seconds=run.seconds)
-            for key, value in found.items():
-                row.metrics.setdefault(key, []).append(float(value))
-            curves.append(run.curve)
-            done += 1
+            curves.append(_fit(row, link, split, model, epochs, seed))
             if progress is not None:
-                progress(done, total, f"{row.label} seed {seed}")
+                progress(len(rows) * seeds + seed + 1, total, f"{row.label} seed {seed}")
         row.curve = list(np.mean(curves, axis=0))
         rows.append(row)
     return Comparison(data, task, model, seeds, rows)
+
+
+def _fit(row: Row, link: Link, split: Split, model: str, epochs: int, seed: int) -> list[float]:
+    """Train one seed, add its test metrics to the row, return its learning curve."""
+    hidden = 32 if model == "mlp" else 0
+    run = train(link, split, hidden, epochs, row.lr, row.l1, row.l2, seed)
+    found = score(link, split, run.model.scores(split.x_test), run.model.weights[0])
+    if hidden:
+        found.pop("coef_error", None)  # the slopes of an MLP are not the model's
+    found.update(epochs_to_converge=run.converged_at, seconds=run.seconds)
+    for key, value in found.items():
+        row.metrics.setdefault(key, []).append(float(value))
+    return run.curve
 
 
 def _link(spec: str, task: str, params: dict[str, float]) -> Link:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import lossdsl
-from lossdsl.research.slices import slice_of
+from lossdsl.research.slices import Slice, slice_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -46,19 +46,7 @@ def plot_losses(
     from matplotlib.figure import Figure
 
     resolved = [lossdsl.get(x) if isinstance(x, str) else x for x in losses]
-    if not resolved:
-        raise lossdsl.LossDSLError("nothing to plot", hint="name one or more losses")
-    views = [
-        slice_of(loss, {k: v for k, v in (params or {}).items() if k in _names(loss)})
-        for loss in resolved
-    ]
-    kinds = {v.kind for v in views}
-    if len(kinds) > 1:
-        listing = ", ".join(f"{v.loss.name}: {v.kind}" for v in views)
-        raise lossdsl.LossDSLError(
-            f"these losses vary different things ({listing}) and cannot share an axis",
-            hint="plot losses of one task together",
-        )
+    views = _shared_views(resolved, params or {})
     low, high = x_range or (views[0].low, views[0].high)
     x = np.linspace(low, high, _POINTS)
     titles = ["loss", "gradient", "Hessian diagonal"][: 3 if hessian else 2]
@@ -79,6 +67,19 @@ def plot_losses(
         ax.grid(alpha=0.3)
     axes[0].legend()
     return fig
+
+
+def _shared_views(losses: list[lossdsl.Loss], params: dict[str, float]) -> list[Slice]:
+    if not losses:
+        raise lossdsl.LossDSLError("nothing to plot", hint="name one or more losses")
+    views = [slice_of(x, {k: v for k, v in params.items() if k in _names(x)}) for x in losses]
+    if len({v.kind for v in views}) > 1:
+        listing = ", ".join(f"{v.loss.name}: {v.kind}" for v in views)
+        raise lossdsl.LossDSLError(
+            f"these losses vary different things ({listing}) and cannot share an axis",
+            hint="plot losses of one task together",
+        )
+    return views
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
