@@ -164,3 +164,22 @@ def test_optuna_tunes_a_loss_and_its_parameters() -> None:
             assert s is not None
             assert s.low <= value <= s.high
     assert study.best_params["loss"] in ("huber", "quantile")
+
+
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
+
+
+def test_regression_activation_of_logits_is_an_error() -> None:
+    path = REGRESSIONS / "metadata-activation-of-logits.loss"
+    with pytest.raises(lossdsl.SpecDomainError) as info:
+        lossdsl.check_source(path.read_text(encoding="utf-8"), str(path))
+    assert ":7:" in str(info.value)  # the activation statement
+    assert "write 'activation identity'" in str(info.value)
+
+
+def test_regression_quantile_is_tagged_regression() -> None:
+    path = REGRESSIONS / "metadata-task-tag-quantile.loss"
+    (old,) = lossdsl.check_source(path.read_text(encoding="utf-8"), str(path))
+    assert old.task == "quantile"
+    assert lossdsl.get("quantile").task == "regression"
+    assert "quantile" in lossdsl.available(task="regression")
