@@ -16,7 +16,7 @@ from sympy.printing.latex import LatexPrinter, greek_letters_set
 
 from lossdsl.derive import COEF, Derived
 from lossdsl.explain import formulas
-from lossdsl.readable import Locals, local_definitions, used_quantities
+from lossdsl.readable import Names, local_definitions, used_quantities
 
 # Our primitives with a plain operator name; the rest have methods below.
 _OPERATORS = {
@@ -89,28 +89,32 @@ def render(expr: sp.Expr) -> str:
     return str(_Printer().doprint(expr.subs(COEF, 1)))
 
 
-def explain_latex(derived: Derived, names: Locals = ()) -> str:
+def explain_latex(derived: Derived, names: Names | None = None) -> str:
     """Local names, value, weight, gradients, Hessian diagonals and the aggregates they use,
     as one `aligned` block."""
+    names = names or Names()
+    rename = names.renaming(derived.quantities)
     lhs = [r"\ell"] + (["w"] if derived.lowered.loss.weight is not None else [])
     for name, _ in derived.grads:
         lhs.append(rf"\frac{{\partial \ell}}{{\partial {latex_name(name)}}}")
     for name, _ in derived.hessians:
         lhs.append(rf"\frac{{\partial^{{2}} \ell}}{{\partial {latex_name(name)}^{{2}}}}")
     shown = [e for _, e in formulas(derived, names)]
-    rows = [(render(s), render(e)) for s, e in local_definitions(names, shown)]
-    rows += [(a, render(e)) for a, e in zip(lhs, shown, strict=True)]
-    rows += _definitions(derived, shown)
+    rows = [(render(s), render(e)) for s, e in local_definitions(names.locals, shown)]
+    rows += [(a, render(e.xreplace(rename))) for a, e in zip(lhs, shown, strict=True)]
+    rows += _definitions(derived, shown, rename)
     body = " \\\\\n".join(f"{a} &= {b}" for a, b in rows)
     return f"\\begin{{aligned}}\n{body}\n\\end{{aligned}}"
 
 
-def _definitions(derived: Derived, shown: list[sp.Expr]) -> Sequence[tuple[str, str]]:
+def _definitions(
+    derived: Derived, shown: list[sp.Expr], rename: dict[sp.Symbol, sp.Symbol]
+) -> Sequence[tuple[str, str]]:
     index = derived.lowered.index
     out = []
     for q in used_quantities(derived.quantities, shown):
-        name = _Printer().doprint(q.symbol)
-        body = render(q.expr.subs(index, sp.Symbol("_c")))
+        name = render(rename.get(q.symbol, q.symbol))
+        body = render(q.expr.subs(index, sp.Symbol("_c")).xreplace(rename))
         if q.op == "sum":
             out.append((name, rf"\sum_{{c}} {_group(body)}"))
         elif q.op in ("max", "argmax"):

@@ -10,6 +10,7 @@ form would not match the derived one. Presentation only: nothing here feeds code
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import sympy as sp
 
@@ -24,17 +25,36 @@ from lossdsl.parse import parse_spec
 Locals = tuple[tuple[sp.Symbol, sp.Expr], ...]
 
 
-def named_locals(loss: ir.LossDef, resolve: Resolver | None = None) -> Locals:
-    """(symbol, expression) for each elementwise local of the loss, in the spec's order."""
+@dataclass(frozen=True)
+class Names:
+    """Elementwise locals (symbol, expression), and locals that are one aggregate each
+    (symbol, op, expression, index): `tp = total(pred * target)` names that total."""
+
+    locals: Locals = ()
+    aggregates: tuple[tuple[sp.Symbol, str, sp.Expr, sp.Expr | None], ...] = ()
+
+    def renaming(self, quantities: tuple[Quantity, ...]) -> dict[sp.Symbol, sp.Symbol]:
+        """Aggregate symbols of a derivation -> the local names that define them."""
+        out = {}
+        for q in quantities:
+            for symbol, op, expr, index in self.aggregates:
+                if (q.op, q.expr, q.index) == (op, expr, index):
+                    out[q.symbol] = symbol
+        return out
+
+
+def named_locals(loss: ir.LossDef, resolve: Resolver | None = None) -> Names:
+    """The loss's locals that formulas can be written with, in the spec's order."""
     try:
         spec = parse_spec(loss.source, loss.file)
     except LossDSLError:
-        return ()
+        return Names()
     node = next((x for x in spec.losses if x.name == loss.name), None)
     if node is None:
-        return ()
+        return Names()
     assigns = [s for s in node.body if isinstance(s, n.Assign)]
     found: list[tuple[sp.Symbol, sp.Expr]] = []
+    aggregates = []
     for k, stmt in enumerate(assigns):
         ret = n.Return(n.Name(stmt.name, stmt.span), stmt.span)
         probe = dataclasses.replace(node, body=(*assigns[: k + 1], ret))
@@ -43,10 +63,14 @@ def named_locals(loss: ir.LossDef, resolve: Resolver | None = None) -> Locals:
             lowered = lower(checked)
         except LossDSLError:
             continue  # an axis-valued or boolean local: it stays inlined
-        if lowered.table.items or lowered.value.is_Atom:
-            continue  # aggregate symbols differ between lowerings; a bare name says nothing
-        found.append((sp.Symbol(stmt.name), lowered.value))
-    return tuple(found)
+        symbol, items = sp.Symbol(stmt.name), lowered.table.items
+        if lowered.value in items:  # exactly one aggregate: name it
+            q = items[lowered.value]
+            aggregates.append((symbol, q.op, q.expr, q.index))
+        elif not items and not lowered.value.is_Atom:
+            # Aggregate symbols differ between lowerings, so only aggregate-free locals match.
+            found.append((symbol, lowered.value))
+    return Names(tuple(found), tuple(aggregates))
 
 
 def use_locals(expr: sp.Expr, names: Locals) -> sp.Expr:

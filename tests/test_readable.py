@@ -49,3 +49,12 @@ def test_show_names_the_loss_it_picked(tmp_path: Path, capsys: pytest.CaptureFix
     assert "defines first, second; showing 'second'" in captured.err
     assert main(["show", str(spec), "--name", "first"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_locals_that_are_one_aggregate_name_it() -> None:
+    text = lossdsl.get("tversky").explain()
+    value = text.split("value     l = ")[1].splitlines()[0]
+    for name in ("tp", "fp", "fn"):
+        assert name in value
+    assert "    tp = total(pred*target)   (over the batch)" in text
+    assert "\\mathit{tp} &= \\sum_{\\text{batch}}" in lossdsl.get("tversky").explain(latex=True)
