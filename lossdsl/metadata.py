@@ -69,10 +69,10 @@ def annotate(loss: ir.LossDef, body: Sequence[n.Statement]) -> ir.LossDef:
 
 
 def _check_note(loss: ir.LossDef, note: n.Annotation) -> None:
-    pool = [i.name for i in loss.inputs] if note.key == "encoding" else []
-    pool = pool or [p.name for p in loss.params]
+    on_input = note.key == "encoding"
+    pool = [i.name for i in loss.inputs] if on_input else [p.name for p in loss.params]
     if note.name not in pool:
-        what = "input" if note.key == "encoding" else "parameter"
+        what = "input" if on_input else "parameter"
         raise SpecNameError(
             f"'{note.key}' names no {what} '{note.name}'",
             note.span,
