@@ -185,8 +185,10 @@ def rows(a: Analysis) -> dict[str, str]:
         "model outputs": a.model_output,
         "inputs": a.inputs,
         "convex": "yes" if a.convex else "no",
-        "gradient bounded": "no" if bound is None else f"yes, ≤ {_num(bound)}",
-        "gradient Lipschitz": "no" if smooth is None else _num(smooth),
+        "gradient bounded (= Lipschitz constant)": "no"
+        if bound is None
+        else f"yes, ≤ {_num(bound)}",
+        "gradient Lipschitz (smoothness)": "no" if smooth is None else _num(smooth),
         "gradient continuous": f"jumps at x = {jumps}" if jumps else "yes",
         "Hessian zero (GBDT)": describe_zero(a),
         "best constant": a.optimum,
