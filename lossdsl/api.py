@@ -738,7 +738,8 @@ def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss
 
 def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:
     """Parse and check spec text (resolving calls of registered losses) without compiling."""
-    return check_spec(parse_spec(source, file), _registry().resolve)
+    reg = _registry()
+    return check_spec(parse_spec(source, file), reg.resolve, tuple(reg.names()))
 
 
 def _from_source(source: str, file: str, name: str | None, target: str) -> Loss:

@@ -48,13 +48,16 @@ _ARITH = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}
 _COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
 
 
-def check_spec(spec: n.Spec, resolve: Resolver | None = None) -> tuple[ir.LossDef, ...]:
+def check_spec(
+    spec: n.Spec, resolve: Resolver | None = None, losses: tuple[str, ...] = ()
+) -> tuple[ir.LossDef, ...]:
     """Check every loss of a parsed spec.
 
     Args:
         spec: the parsed text.
         resolve: looks up other losses by name for composition (losses earlier in the same
             text are found first).
+        losses: the registered loss names, offered as close matches for an unknown call.
 
     Returns:
         One `LossDef` per `loss` in the text, in order.
@@ -73,7 +76,8 @@ def check_spec(spec: n.Spec, resolve: Resolver | None = None) -> tuple[ir.LossDe
         for node in spec.losses:
             if node.name in done:
                 raise SpecNameError(f"loss '{node.name}' is defined twice in this file", node.span)
-            done[node.name] = _LossChecker(node, spec, lookup).run()
+            known = (*losses, *done)
+            done[node.name] = _LossChecker(node, spec, lookup, known).run()
     except LossDSLError as exc:
         raise exc.with_source(spec.source) from None
     return tuple(done.values())
@@ -84,6 +88,7 @@ class _LossChecker:
     node: n.LossNode
     spec: n.Spec
     lookup: Resolver
+    losses: tuple[str, ...] = ()  # registered loss names, for did-you-mean hints
     inputs: dict[str, ir.Input] = field(default_factory=dict)
     params: dict[str, ir.Param] = field(default_factory=dict)
     locals: dict[str, ir.Expr] = field(default_factory=dict)
@@ -417,7 +422,7 @@ class _LossChecker:
         other = self.lookup(name)
         if other is not None:
             return self._inline(e, other)
-        known = [*FUNCTIONS, *AXIS_FUNCTIONS]
+        known = [*FUNCTIONS, *AXIS_FUNCTIONS, *self.losses]
         raise SpecNameError(f"unknown function '{name}'", func.span, hint=did_you_mean(name, known))
 
     def _builtin(self, e: n.Call, name: str) -> ir.Expr:

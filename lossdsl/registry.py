@@ -80,7 +80,7 @@ class Registry:
                 assert entry.path is not None
                 source = entry.path.read_text(encoding="utf-8")
             file = str(entry.path) if entry.path else "<string>"
-            for loss in check_spec(parse_spec(source, file), self.resolve):
+            for loss in check_spec(parse_spec(source, file), self.resolve, tuple(self.names())):
                 self._defs.setdefault(loss.name, loss)
         finally:
             self._resolving.pop()

@@ -61,3 +61,8 @@ def test_unknown_names_and_tasks_get_close_matches(capsys: pytest.CaptureFixture
     for argv in (["show", "hubr"], ["run", "hubr"], ["plot", "hubr"], ["analyze", "hubr"]):
         assert main(argv) == 2
         assert "did you mean 'huber'?" in capsys.readouterr().err
+
+
+def test_a_misspelt_loss_called_in_a_spec_gets_close_matches() -> None:
+    with pytest.raises(lossdsl.SpecNameError, match="did you mean 'huber'"):
+        lossdsl.compile("loss f(p, t):\n    return 0.5 * hubr(p, t)\n")
