@@ -117,3 +117,12 @@ def test_table_and_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "no loss here has a parameter 'delta'" in capsys.readouterr().err
     assert main(["analyze", "msee"]) == 2
     assert "did you mean 'mse'" in capsys.readouterr().err
+
+
+def test_multiclass_scores_and_objectives_without_a_target() -> None:
+    # multi_margin takes raw class scores with an integer label: the true class's score varies.
+    a = result("multi_margin")
+    assert a.variable.startswith("logit of the true class")
+    assert a.convex
+    # A generator's objective has no target, so no best constant.
+    assert result("wasserstein_generator").optimum == "n/a"

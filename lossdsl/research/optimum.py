@@ -22,6 +22,8 @@ _FREQUENCIES = np.array([0.5, 0.3, 0.2])
 
 def optimal_constant(loss: lossdsl.Loss, view: Slice) -> str:
     """The constant minimising the mean loss, named when it is a known statistic."""
+    if len(loss.wrt) > 1 or len(loss.input_info) < 2:
+        return "n/a"  # no (prediction, target) pair: a GAN or ranking objective
     rng = np.random.default_rng(0)
     params = dict(view.params)
     if view.kind == "residual":

@@ -64,7 +64,10 @@ def slice_of(loss: lossdsl.Loss, params: dict[str, float] | None = None) -> Slic
     target = rest[0].encoding if rest else None
     fixed = tuple(sorted((params or {}).items()))
     if first.axis is not None:
-        if first.encoding in ("logits", "log_probability") and target in ("label", "probability"):
+        if first.encoding in ("logits", "log_probability", "real") and target in (
+            "label",
+            "probability",
+        ):
             return _class_slice(loss, first.encoding, fixed)
         raise _unsupported(loss, f"'{first.name}' varies along axis '{first.axis}'")
     if any(i.axis is not None for i in rest):
