@@ -6,6 +6,7 @@ Only re-exports from `api`; see README.md for the language and the API.
 __version__ = "0.1.0"
 
 from lossdsl.api import (
+    InputInfo,
     Loss,
     ParamInfo,
     available,
@@ -29,12 +30,16 @@ from lossdsl.errors import (
 )
 from lossdsl.penalty import Penalized
 from lossdsl.precompile import precompile
+from lossdsl.space import Dimension, LossSpace, search_space
 
 __all__ = [
     "DerivationError",
+    "Dimension",
+    "InputInfo",
     "KernelCompileError",
     "Loss",
     "LossDSLError",
+    "LossSpace",
     "ParamInfo",
     "Penalized",
     "SpecDomainError",
@@ -51,4 +56,5 @@ __all__ = [
     "load",
     "precompile",
     "register",
+    "search_space",
 ]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lossdsl import ir, runtime, validate
-from lossdsl.check import check_spec
+from lossdsl.check import TASKS, check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
 from lossdsl.codegen.names import entry_name
 from lossdsl.errors import (
@@ -48,13 +48,34 @@ _MAX_PLANS = 64
 
 @dataclass(frozen=True)
 class ParamInfo:
-    """A parameter a search can enumerate: name, kind, default, domain, axis."""
+    """A parameter a search can enumerate.
+
+    `domain` is the declared domain as text, `bounds` the same as numbers; `role` is
+    "hyperparameter", "switch" or "convention"; `search` the range a hyperparameter search
+    draws from (low, high, log), None for switches and conventions. See `lossdsl.metadata`.
+    """
 
     name: str
     kind: str
     default: float
     domain: str | None
     axis: str | None
+    bounds: ir.Domain | None = None
+    role: str = "hyperparameter"
+    search: ir.SearchRange | None = None
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """An input: its kind ("real"/"int"), axis, declared bounds, and the encoding its values
+    must have ("logits", "probability", "pm1", "label", ...: `lossdsl.metadata.ENCODINGS`)."""
+
+    name: str
+    kind: str
+    axis: str | None
+    bounds: ir.Domain | None
+    encoding: str
+    differentiated: bool
 
 
 # Parameters fixed at kernel generation, with their values: () is the generic kernel.
@@ -98,6 +119,7 @@ class Loss:
 
     @property
     def activation(self) -> str:
+        """The model's last layer this loss expects ("identity" when it takes logits)."""
         return self.definition.activation
 
     @property
@@ -119,8 +141,26 @@ class Loss:
     @property
     def params(self) -> tuple[ParamInfo, ...]:
         return tuple(
-            ParamInfo(p.name, p.kind, p.default, str(p.domain) if p.domain else None, p.axis)
+            ParamInfo(
+                p.name,
+                p.kind,
+                p.default,
+                str(p.domain) if p.domain else None,
+                p.axis,
+                p.domain,
+                p.role,
+                p.search,
+            )
             for p in self.definition.params
+        )
+
+    @property
+    def input_info(self) -> tuple[InputInfo, ...]:
+        """Each input's kind, axis, bounds and encoding, in declaration order."""
+        d = self.definition
+        return tuple(
+            InputInfo(i.name, i.kind, i.axis, i.domain, i.encoding, i.name in d.wrt)
+            for i in d.inputs
         )
 
     def __repr__(self) -> str:
@@ -136,10 +176,27 @@ class Loss:
         return self._derived
 
     def explain(self, latex: bool = False) -> str:
-        """Value, gradient and Hessian diagonal as readable formulas."""
+        """Value, gradient and Hessian diagonal as readable formulas; with `latex`, one LaTeX
+        `aligned` block (valid in KaTeX and MathJax)."""
+        from lossdsl.readable import named_locals
+
+        names = named_locals(self.definition, _registry().resolve)
+        if latex:
+            from lossdsl.latex import explain_latex
+
+            return explain_latex(self.derived(), names)
         from lossdsl.explain import explain
 
-        return explain(self.derived(), latex)
+        return explain(self.derived(), names)
+
+    def _repr_latex_(self) -> str:
+        return "$$" + self.explain(latex=True) + "$$"
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter: the name, task and activation, then the formulas as display math."""
+        summary = f" {self.definition.summary}" if self.definition.summary else ""
+        head = f"**{self.name}** ({self.task}; last layer `{self.activation}`).{summary}"
+        return f"{head}\n\n$$\n{self.explain(latex=True)}\n$$\n"
 
     def source(self, defaults: bool = False) -> str:
         """The generated kernel module: the generic one (any parameter values), or with
@@ -779,10 +836,18 @@ def get(name: str, target: str = "cpu") -> Loss:
 
 
 def available(task: str | None = None) -> list[str]:
-    """Names of every registered loss, optionally only those declaring `task`."""
+    """Names of every registered loss, optionally only those declaring `task`.
+
+    Raises:
+        UnknownLossError: `task` is not one of the task tags (the hint lists close ones).
+    """
     reg = _registry()
     if task is None:
         return reg.names()
+    if task not in TASKS:
+        raise UnknownLossError(
+            f"unknown task '{task}'", hint=did_you_mean(task, TASKS) or f"tasks: {', '.join(TASKS)}"
+        )
     return [n for n in reg.names() if _task_of(reg, n) == task]
 
 
@@ -807,7 +872,8 @@ def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss
 
 def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:
     """Parse and check spec text (resolving calls of registered losses) without compiling."""
-    return check_spec(parse_spec(source, file), _registry().resolve)
+    reg = _registry()
+    return check_spec(parse_spec(source, file), reg.resolve, tuple(reg.names()))
 
 
 def _from_source(source: str, file: str, name: str | None, target: str) -> Loss:
@@ -820,7 +886,8 @@ def _from_source(source: str, file: str, name: str | None, target: str) -> Loss:
     if chosen is None:
         raise UnknownLossError(
             f"{file} defines no loss named '{name}'",
-            hint=did_you_mean(name or "", [d.name for d in losses]),
+            hint=did_you_mean(name or "", [d.name for d in losses])
+            or f"it defines: {', '.join(d.name for d in losses)}",
         )
     return Loss(chosen, target)
 

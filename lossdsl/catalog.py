@@ -50,13 +50,19 @@ def _entry(loss: api.Loss) -> str:
     d = loss.definition
     lines = [f"### {loss.name}\n", f"{d.summary}\n" if d.summary else ""]
     lines.append(f"Inputs: {_inputs(d)}; differentiated: {', '.join(d.wrt)}. ")
-    lines.append(f"Activation expected: `{d.activation}`; default reduction: `{d.reduction}`.\n")
+    lines.append(f"Model's last layer: `{d.activation}`; default reduction: `{d.reduction}`.\n")
     lines += ["```text", header_comment(d), "```", ""]
     if d.params:
-        lines += ["| parameter | kind | default | domain |", "|---|---|---|---|"]
+        lines += [
+            "| parameter | kind | default | domain | role | search range |",
+            "|---|---|---|---|---|---|",
+        ]
         for p in loss.params:
             kind = f"{p.kind}[{p.axis}]" if p.axis else p.kind
-            lines.append(f"| `{p.name}` | {kind} | {p.default:g} | {p.domain or 'any'} |")
+            s = p.search
+            where = f"[{s.low:g}, {s.high:g}]" + (" log" if s.log else "") if s else ""
+            cells = [f"`{p.name}`", kind, f"{p.default:g}", p.domain or "any", p.role, where]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["```text", loss.explain(), "```", ""]
     return "\n".join(lines)
@@ -68,7 +74,7 @@ def _inputs(d: ir.LossDef) -> str:
         text = i.name + (f"[{i.axis}]" if i.axis else "") + (": int" if i.kind == "int" else "")
         if i.domain is not None:
             text += f" {i.domain}"
-        out.append(f"`{text}`")
+        out.append(f"`{text}` ({i.encoding})")
     return ", ".join(out)
 
 

@@ -24,6 +24,7 @@ from lossdsl.errors import (
     did_you_mean,
 )
 from lossdsl.functions import AXIS_FUNCTIONS, CONSTANTS, FUNCTIONS
+from lossdsl.metadata import annotate
 
 Resolver = Callable[[str], ir.LossDef | None]
 
@@ -47,13 +48,16 @@ _ARITH = {"+": "add", "-": "sub", "*": "mul", "/": "div", "^": "pow"}
 _COMPARE = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
 
 
-def check_spec(spec: n.Spec, resolve: Resolver | None = None) -> tuple[ir.LossDef, ...]:
+def check_spec(
+    spec: n.Spec, resolve: Resolver | None = None, losses: tuple[str, ...] = ()
+) -> tuple[ir.LossDef, ...]:
     """Check every loss of a parsed spec.
 
     Args:
         spec: the parsed text.
         resolve: looks up other losses by name for composition (losses earlier in the same
             text are found first).
+        losses: the registered loss names, offered as close matches for an unknown call.
 
     Returns:
         One `LossDef` per `loss` in the text, in order.
@@ -72,7 +76,8 @@ def check_spec(spec: n.Spec, resolve: Resolver | None = None) -> tuple[ir.LossDe
         for node in spec.losses:
             if node.name in done:
                 raise SpecNameError(f"loss '{node.name}' is defined twice in this file", node.span)
-            done[node.name] = _LossChecker(node, spec, lookup).run()
+            known = (*losses, *done)
+            done[node.name] = _LossChecker(node, spec, lookup, known).run()
     except LossDSLError as exc:
         raise exc.with_source(spec.source) from None
     return tuple(done.values())
@@ -83,6 +88,7 @@ class _LossChecker:
     node: n.LossNode
     spec: n.Spec
     lookup: Resolver
+    losses: tuple[str, ...] = ()  # registered loss names, for did-you-mean hints
     inputs: dict[str, ir.Input] = field(default_factory=dict)
     params: dict[str, ir.Param] = field(default_factory=dict)
     locals: dict[str, ir.Expr] = field(default_factory=dict)
@@ -102,7 +108,7 @@ class _LossChecker:
         if weight is not None:
             self._weight_is_constant(weight, wrt)
         doc = meta.get("doc") or node.comment
-        return ir.LossDef(
+        loss = ir.LossDef(
             name=node.name,
             inputs=tuple(self.inputs.values()),
             params=tuple(self.params.values()),
@@ -112,12 +118,13 @@ class _LossChecker:
             weight=weight,
             reduction=reduction,
             task=meta.get("task", "any"),
-            activation=meta.get("activation", "identity"),
+            activation=meta.get("activation", ""),  # "" is inferred by annotate
             doc=doc,
             file=self.spec.file,
             source=self.spec.source,
             span=node.span,
         )
+        return annotate(loss, node.body)
 
     # -- declarations -------------------------------------------------------------------------
 
@@ -233,7 +240,7 @@ class _LossChecker:
                         "total() in a reduction weight",
                         "weights are per sample: use inputs and parameters only",
                     )
-            else:
+            elif isinstance(stmt, n.Meta):
                 self._meta(stmt, meta)
         if value is None:
             raise SpecSyntaxError(
@@ -455,7 +462,7 @@ class _LossChecker:
         other = self.lookup(name)
         if other is not None:
             return self._inline(e, other)
-        known = [*FUNCTIONS, *AXIS_FUNCTIONS]
+        known = [*FUNCTIONS, *AXIS_FUNCTIONS, *self.losses]
         raise SpecNameError(f"unknown function '{name}'", func.span, hint=did_you_mean(name, known))
 
     def _builtin(self, e: n.Call, name: str) -> ir.Expr:

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lossdsl", description="Compile loss functions to fused gradient/Hessian kernels."
     )
+    from lossdsl import __version__
+
+    parser.add_argument("--version", action="version", version=f"lossdsl {__version__}")
     sub = parser.add_subparsers(metavar="command")
 
     p = sub.add_parser("list", help="list the registered losses")
@@ -78,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--classes", type=int, default=10, help="length of the axis, if any")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="a parameter value")
+    p.add_argument(
+        "--check", action="store_true", help="gradient and Hessian against finite differences"
+    )
     p.set_defaults(run=_run)
 
     p = sub.add_parser("precompile", help="compile losses into the on-disk kernel cache")
@@ -90,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("catalog", help="print the built-in catalog as Markdown")
     p.set_defaults(run=_catalog)
+
+    # The research bench (analyze, plot, compare) lives in its own subpackage.
+    from lossdsl.research.commands import register
+
+    register(sub)
     return parser
 
 
@@ -101,6 +114,8 @@ def _resolve(spec: str, name: str | None, target: str = "cpu") -> api.Loss:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.task is not None:
+        api.available(task=args.task)  # an unknown task is an error with close matches
     names = api.available()
     width = max((len(n) for n in names), default=0)
     failed = False
@@ -134,6 +149,15 @@ def _check(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     loss = _resolve(args.loss, args.name, args.target)
+    path = Path(args.loss)
+    if args.name is None and path.is_file():
+        names = [d.name for d in api.check_source(path.read_text(encoding="utf-8"), str(path))]
+        if len(names) > 1:
+            print(
+                f"note: {path} defines {', '.join(names)}; showing '{loss.name}' (the last one;"
+                " pick another with --name)",
+                file=sys.stderr,
+            )
     if args.source:
         print(loss.source(defaults=not args.generic), end="")
     else:
@@ -142,21 +166,32 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from lossdsl.research.names import check_params_used, parse_params
+
     loss = _resolve(args.loss, args.name)
+    params: dict[str, Any] = parse_params(args.param)
+    check_params_used([loss], params)
     inputs = _random_inputs(loss, args.batch, args.classes, np.dtype(args.dtype))
     start = time.perf_counter()
-    value, grads = loss.value_and_grad(*inputs)
+    value, grads = loss.value_and_grad(*inputs, **params)
     first = time.perf_counter() - start
     start = time.perf_counter()
-    loss.value_and_grad(*inputs)
+    loss.value_and_grad(*inputs, **params)
     again = time.perf_counter() - start
     grads = grads if isinstance(grads, tuple) else (grads,)
     shape = ", ".join(f"{n}{tuple(a.shape)}" for n, a in zip(loss.inputs, inputs, strict=True))
-    print(f"{loss.name}({shape}), {args.dtype}, reduction {loss.reduction}")
+    given = "".join(f", {k}={v:g}" for k, v in params.items())
+    print(f"{loss.name}({shape}{given}), {args.dtype}, reduction {loss.reduction}")
     print(f"  value     {float(value):.6g}")
     for name, g in zip(loss.wrt, grads, strict=True):
         print(f"  grad {name}: shape {g.shape}, |g|_max {float(np.max(np.abs(g))):.4g}")
     print(f"  first call {first * 1e3:.1f} ms (compile or cache load), next {again * 1e3:.3f} ms")
+    if args.check:
+        from lossdsl.research.fdcheck import finite_difference_check
+
+        report = finite_difference_check(loss, inputs, params)
+        print(report.text())
+        return 0 if report.ok else 1
     return 0
 
 

@@ -7,13 +7,12 @@ language's own function names. Presentation only: nothing here feeds code genera
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from lossdsl import primitives as P
 from lossdsl.derive import COEF, Derived
+from lossdsl.readable import Names, local_definitions, use_locals, used_quantities
 
 _NAMES = {
     "Where": "where",
@@ -67,13 +66,12 @@ def _text(expr: sp.Expr) -> str:
     return str(_Printer().doprint(_shown(expr)))
 
 
-def _latex(expr: sp.Expr) -> str:
-    return str(sp.latex(_shown(expr)))
-
-
-def explain(derived: Derived, latex: bool = False) -> str:
-    """Formulas of a derived loss, one per line, followed by the aggregate definitions."""
-    show = _latex if latex else _text
+def explain(derived: Derived, names: Names | None = None) -> str:
+    """Formulas of a derived loss, one per line, written with the spec's local `names`
+    (`readable.named_locals`), then the definitions of the aggregates they use (LaTeX:
+    `lossdsl.latex.explain_latex`)."""
+    names = names or Names()
+    rename = names.renaming(derived.quantities)
     loss = derived.lowered.loss
     params = ", ".join(f"{p.name} = {p.default:g}" for p in loss.params)
     inputs = ", ".join(i.name + (f"[{i.axis}]" if i.axis else "") for i in loss.inputs)
@@ -82,27 +80,37 @@ def explain(derived: Derived, latex: bool = False) -> str:
         head,
         f"  reduce    {loss.reduction}" + (" weighted" if loss.weight is not None else ""),
     ]
-    lines.append(f"  value     l = {show(derived.value)}")
-    if loss.weight is not None:
-        lines.append(f"  weight    w = {show(derived.weight)}")
-    for name, g in derived.grads:
-        lines.append(f"  gradient  dl/d{name} = {show(g)}")
-    for name, h in derived.hessians:
-        lines.append(f"  hessian   d2l/d{name}2 = {show(h)}")
-    defs = _definitions(derived, show)
+    shown = formulas(derived, names)
+    for symbol, body in local_definitions(names.locals, [e for _, e in shown]):
+        lines.append(f"  let       {symbol} = {_text(body)}")
+    lines += [f"  {label} = {_text(e.xreplace(rename))}" for label, e in shown]
+    defs = _definitions(derived, [e for _, e in shown], rename)
     if defs:
         lines.append("  where")
         lines += [f"    {d}" for d in defs]
     return "\n".join(lines)
 
 
-def _definitions(derived: Derived, render: Callable[[sp.Expr], str]) -> list[str]:
+def formulas(derived: Derived, names: Names) -> list[tuple[str, sp.Expr]]:
+    """(label, expression) of the value, weight, gradients and Hessians, with local names
+    (aggregates keep their own symbols: rename them with `Names.renaming` for display)."""
+    out = [("value     l", derived.value)]
+    if derived.lowered.loss.weight is not None:
+        out.append(("weight    w", derived.weight))
+    out += [(f"gradient  dl/d{name}", g) for name, g in derived.grads]
+    out += [(f"hessian   d2l/d{name}2", h) for name, h in derived.hessians]
+    return [(label, use_locals(_shown(e), names.locals)) for label, e in out]
+
+
+def _definitions(
+    derived: Derived, shown: list[sp.Expr], rename: dict[sp.Symbol, sp.Symbol]
+) -> list[str]:
     axis = derived.lowered.loss.axis or "C"
     index = derived.lowered.index
     out = []
-    for q in derived.quantities:
-        name = q.symbol.name[1:]
-        body = render(q.expr.subs(index, sp.Symbol("c")))
+    for q in used_quantities(derived.quantities, shown):
+        name = str(rename.get(q.symbol, q.symbol.name[1:]))
+        body = _text(q.expr.subs(index, sp.Symbol("c")).xreplace(rename))
         if q.op == "sum":
             out.append(f"{name} = sum[{axis}]({body})")
         elif q.op == "max":
@@ -111,7 +119,7 @@ def _definitions(derived: Derived, render: Callable[[sp.Expr], str]) -> list[str
         elif q.op == "argmax":
             out.append(f"{name} = argmax[{axis}]({body})   (first maximal position)")
         elif q.op == "gather":
-            out.append(f"{name} = ({body})[{render(q.index)}]")
+            out.append(f"{name} = ({body})[{_text(q.index)}]")
         elif q.op == "total":
             out.append(f"{name} = total({body})   (over the batch)")
         else:

@@ -77,6 +77,11 @@ def _statement(s: n.Statement) -> str:
     if isinstance(s, n.Reduce):
         weight = f" weighted {expr(s.weight)}" if s.weight is not None else ""
         return f"reduce {s.mode}{weight}"
+    if isinstance(s, n.Annotation):
+        if s.key == "range" and s.domain is not None:
+            scale = " log" if s.value == "log" else ""
+            return f"range {s.name}{_domain(s.domain)}{scale}"
+        return f"{s.key} {s.name} {s.value}"
     if s.key == "doc":
         return f'"""{s.value}"""'
     return f"{s.key} {s.value}"

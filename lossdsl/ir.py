@@ -49,24 +49,39 @@ def _num(value: float) -> str:
 
 
 @dataclass(frozen=True)
+class SearchRange:
+    """The range a hyperparameter search draws a parameter from (see metadata.py)."""
+
+    low: float
+    high: float
+    log: bool
+
+
+@dataclass(frozen=True)
 class Input:
-    """A per-sample input; `domain` documents valid values (used by docs and tests)."""
+    """A per-sample input; `domain` documents valid values (used by docs and tests), `encoding`
+    what the values mean (metadata.ENCODINGS)."""
 
     name: str
     kind: str
     axis: str | None
     domain: Domain | None
     span: Span = field(compare=False, repr=False)
+    encoding: str = "real"
 
 
 @dataclass(frozen=True)
 class Param:
+    """A parameter; `role` (metadata.ROLES) and `search` tell a search what to do with it."""
+
     name: str
     kind: str
     axis: str | None
     default: float
     domain: Domain | None
     span: Span = field(compare=False, repr=False)
+    role: str = "hyperparameter"
+    search: SearchRange | None = None
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,18 @@ class Meta:
     span: Span
 
 
-Statement = Assign | Return | Reduce | Meta
+@dataclass(frozen=True)
+class Annotation:
+    """`role NAME ROLE`, `encoding NAME ENCODING` or `range NAME in [lo, hi] [log]`."""
+
+    key: str
+    name: str
+    value: str
+    domain: Domain | None
+    span: Span
+
+
+Statement = Assign | Return | Reduce | Meta | Annotation
 
 
 @dataclass(frozen=True)

@@ -318,6 +318,17 @@ class _ToNodes(Transformer[Token, Any]):
     def activation_stmt(self, meta: Any, items: list[Any]) -> n.Meta:
         return n.Meta("activation", str(items[1]), self._span(meta))
 
+    def role_stmt(self, meta: Any, items: list[Any]) -> n.Annotation:
+        return n.Annotation("role", str(items[1]), str(items[2]), None, self._span(meta))
+
+    def encoding_stmt(self, meta: Any, items: list[Any]) -> n.Annotation:
+        return n.Annotation("encoding", str(items[1]), str(items[2]), None, self._span(meta))
+
+    def range_stmt(self, meta: Any, items: list[Any]) -> n.Annotation:
+        _kw, name, domain, scale = items
+        value = str(scale) if scale is not None else "linear"
+        return n.Annotation("range", str(name), value, domain, self._span(meta))
+
     def docstring(self, meta: Any, items: list[Any]) -> n.Meta:
         text = str(items[0])
         text = text[3:-3] if text.startswith('"""') else text[1:-1]

@@ -114,7 +114,7 @@ class Registry:
                 source = read_spec(entry.path)
             file = str(entry.path) if entry.path else "<string>"
             resolver = self._resolve_builtin if entry.builtin else self.resolve
-            for loss in check_spec(parse_spec(source, file), resolver):
+            for loss in check_spec(parse_spec(source, file), resolver, tuple(self.names())):
                 # Only names this same file is registered for: another may shadow one.
                 owner = table.get(loss.name)
                 if owner is not None and (owner.path, owner.source) == (entry.path, entry.source):

@@ -213,7 +213,7 @@ def test_explain_and_metadata() -> None:
     assert "Heaviside" not in text
     assert "max[C](logits)" in text
     assert ce.task == "multiclass"
-    assert ce.activation == "softmax"
+    assert ce.activation == "identity"  # the model outputs logits; the loss applies softmax
     params = {p.name: p for p in ce.params}
     assert params["label_smoothing"].domain == "in [0, 1]"
     assert params["weight"].axis == "C"
