@@ -21,7 +21,13 @@ from lossdsl import ir, runtime
 from lossdsl.check import check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
 from lossdsl.codegen.names import entry_name
-from lossdsl.errors import SpecDomainError, SpecShapeError, UnknownLossError, did_you_mean
+from lossdsl.errors import (
+    SpecDomainError,
+    SpecShapeError,
+    UnknownLossError,
+    UnsupportedError,
+    did_you_mean,
+)
 from lossdsl.parse import parse_spec
 from lossdsl.registry import Registry
 
@@ -156,6 +162,11 @@ class Loss:
         self._kernels(self._default_fixed())
         return self
 
+    def module(self) -> ModuleType:
+        """The loaded generated module of the generic kernels (for target "array": the
+        vectorised functions that framework adapters such as `integrations.jax` call)."""
+        return self._kernels()
+
     def _default_fixed(self) -> Fixed:
         if not self.specialize or self.target != "cpu":
             return ()
@@ -247,6 +258,11 @@ class Loss:
         out: Any = None,
         fresh: bool = False,
     ) -> tuple[Any, Any, Any]:
+        if self.target == "array":
+            raise UnsupportedError(
+                "target 'array' is code for array libraries, not a callable kernel",
+                hint="use lossdsl.integrations.jax, or target='cpu'",
+            )
         if self.target == "cuda":
             from lossdsl import device  # device imports this module
 
