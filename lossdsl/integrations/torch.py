@@ -197,7 +197,9 @@ class _Ops:
             for p in self.array_params:
                 value = kw.pop(p.name, p.default)
                 if not isinstance(value, Tensor):
-                    value = torch.full((like.shape[-1],), float(value), device=like.device)
+                    value = torch.as_tensor(np.asarray(value, dtype=np.float64), device=like.device)
+                if value.dim() == 0:
+                    value = value.expand(like.shape[-1])
                 arrays.append(value)
         if kw:
             bad = next(iter(kw))
@@ -327,7 +329,7 @@ class _Ops:
                 first = self.vjp(tensors, arrays, ctx.scalars, weight, ctx.reduction, cot)
             for k, g in zip(self.wrt, first, strict=True):
                 out[k] = g
-        return out, [None] * n_arr, None, None, None
+        return out, [None] * n_arr, _no_grad(ctx.scalars), None, None
 
     def _scale(self, cot: Tensor, grad: Tensor, k: int) -> Tensor:
         """cotangent x saved gradient: a scalar for mean/sum, per sample for 'none'."""
@@ -358,7 +360,7 @@ class _Ops:
             out[k] = v * cot * self.hess(*call)[0]
             unit = self.vjp(*call, torch.ones_like(cot))[0]
             d_cot = v * unit if cot.dim() else (v * unit).sum()
-        return out, [None] * ctx.n_arrays, None, None, None, d_cot
+        return out, [None] * ctx.n_arrays, _no_grad(ctx.scalars), None, None, d_cot
 
     def _no_double(self, ctx: Any, *grads: Any) -> Any:
         raise UnsupportedError(
@@ -410,3 +412,9 @@ def _on_current_stream(run: Callable[[], Any]) -> Any:
     result = run()
     torch.cuda.synchronize()
     return result
+
+
+def _no_grad(scalars: list[float]) -> list[None] | None:
+    """The gradient of a float[] argument as torch's structure check wants it: an empty list
+    stays a list, a non-empty one is a single leaf."""
+    return None if scalars else []
