@@ -345,7 +345,9 @@ class _Module:
         signature = ", ".join(["xp", *self.args, *extra])
         body = self.prologue()
         body += self.quantity_lines(self.closure([expr], batch=False))
-        body.append(f"    return xp.broadcast_to({self.expr(expr)}, {shape})")
+        temps, result = _safe_cse(expr)
+        body += [f"    {self.name(t)} = {self.expr(e)}" for t, e in temps]
+        body.append(f"    return xp.broadcast_to({self.expr(result)}, {shape})")
         return f"\n\ndef {fname}({signature}):\n" + "\n".join(body) + "\n"
 
     def totals_function(self) -> str:
@@ -415,3 +417,33 @@ class _Module:
             for s in free
         )
 
+
+
+def _safe_cse(expr: sp.Expr) -> tuple[list[tuple[sp.Symbol, sp.Expr]], sp.Expr]:
+    """CSE that never hoists a singular operation out of the select branch guarding it.
+
+    A temporary computed before the selects loses their guards; one whose singular operations
+    all sit inside selects of its own keeps them, and the others are put back in place.
+    """
+    names = sp.numbered_symbols("_t", real=True)
+    temps, (reduced,) = sp.cse([expr], symbols=names, order="canonical")
+    kept: list[tuple[sp.Symbol, sp.Expr]] = []
+    inline: dict[sp.Symbol, sp.Expr] = {}
+    for t, e in temps:
+        e = e.xreplace(inline)
+        if _exposed_singular(e):
+            inline[t] = e
+        else:
+            kept.append((t, e))
+    return kept, reduced.xreplace(inline)
+
+
+def _exposed_singular(e: sp.Expr) -> bool:
+    """Whether `e` has a singular operation that no select inside `e` encloses."""
+    if type(e).__name__ == "Where":
+        return _exposed_singular(e.args[0])
+    if type(e).__name__ in GUARDS:
+        return True
+    if e.is_Pow and not (e.exp.is_Integer and int(e.exp) > 0):
+        return True
+    return any(_exposed_singular(a) for a in e.args)
