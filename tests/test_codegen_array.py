@@ -26,11 +26,12 @@ def _numpy_eval(
     """Per-sample values and per-sample gradients (unit weights) from the printed module."""
     d = loss.definition
     n = inputs[0].shape[0]
-    args = [a.reshape(n, -1) if i.axis else a.reshape(n, 1) for a, i in zip(inputs, d.inputs)]
-    c = next((a.shape[1] for a, i in zip(args, d.inputs) if i.axis), 1)
-    params = [
-        np.full((1, c), p.default) if p.axis else np.asarray(p.default) for p in d.params
+    args = [
+        a.reshape(n, -1) if i.axis else a.reshape(n, 1)
+        for a, i in zip(inputs, d.inputs, strict=False)
     ]
+    c = next((a.shape[1] for a, i in zip(args, d.inputs, strict=False) if i.axis), 1)
+    params = [np.full((1, c), p.default) if p.axis else np.asarray(p.default) for p in d.params]
     full = (*args, *params)
     w = module.weight(np, *full)
     totals = module.totals(np, *full, np.ones((n, 1)))

@@ -6,6 +6,7 @@ test) unless a test says otherwise."""
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -82,9 +83,7 @@ def _huber(p: Any, t: Any, delta: float = 1.0) -> Any:
 
 def _softmax_ce(logits: Any, labels: Any) -> Any:
     # optax.softmax_cross_entropy_with_integer_labels, written out.
-    return jnp.mean(
-        -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0]
-    )
+    return jnp.mean(-jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1)[..., 0])
 
 
 def _dice(p: Any, t: Any, smooth: float = 1.0) -> Any:
@@ -179,7 +178,8 @@ def test_low_precision(dtype: str) -> None:
     x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 5))).astype(kind)
     y = jnp.arange(8) % 5
     value, g = jax.value_and_grad(lambda z: loss_fn("sparse_cross_entropy")(z, y))(x)
-    assert value.dtype == kind and g.dtype == kind
+    assert value.dtype == kind
+    assert g.dtype == kind
     ref = jax.grad(_softmax_ce)(x.astype(jnp.float32), y)
     tol = {"bfloat16": 2e-2, "float16": 2e-3, "float32": 1e-6}[dtype]
     np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(ref), atol=tol)
@@ -187,7 +187,9 @@ def test_low_precision(dtype: str) -> None:
 
 def _mlp_init(key: Any, sizes: tuple[int, ...]) -> list[tuple[Any, Any]]:
     params = []
-    for k, (a, b) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes, sizes[1:])):
+    for k, (a, b) in zip(
+        jax.random.split(key, len(sizes) - 1), itertools.pairwise(sizes), strict=False
+    ):
         params.append((jax.random.normal(k, (a, b)) / np.sqrt(a), jnp.zeros(b)))
     return params
 

@@ -92,7 +92,8 @@ class JaxLoss:
         kinds = {jnp.result_type(given[k]) for k in self.wrt}
         if len(kinds) > 1:
             raise SpecShapeError(
-                f"differentiated inputs of loss '{self.loss.name}' mix dtypes {sorted(map(str, kinds))}"
+                f"differentiated inputs of loss '{self.loss.name}' mix dtypes "
+                f"({', '.join(sorted(map(str, kinds)))})"
             )
         result = next(iter(kinds))
         if not jnp.issubdtype(result, jnp.floating):
@@ -191,7 +192,8 @@ def _per_sample(module: ModuleType, wrt: Sequence[int]) -> Callable[..., jax.Arr
                 tt = list(totals)
                 for j, t in zip(moved, ts, strict=True):
                     tt[j] = t
-                return module.value(jnp, *full, *tt)
+                value: jax.Array = module.value(jnp, *full, *tt)
+                return value
 
             _, dl = jax.jvp(
                 value_of,
@@ -205,10 +207,10 @@ def _per_sample(module: ModuleType, wrt: Sequence[int]) -> Callable[..., jax.Arr
         return out, tangent
 
     per_sample.defjvp(rule, symbolic_zeros=True)
-    return per_sample  # type: ignore[no-any-return]
+    return per_sample
 
 
-def _weighted(w: jax.Array, value: jax.Array) -> jax.Array:
+def _weighted(w: jax.Array, value: Any) -> jax.Array:
     return jnp.where(w != 0, w * value, 0.0)
 
 

@@ -34,7 +34,9 @@ import lossdsl
 from lossdsl import ir
 from lossdsl.errors import SpecShapeError, UnsupportedError
 
-_SIGNATURE = "Tensor[] inputs, Tensor[] arrays, float[] scalars, Tensor? sample_weight, str reduction"
+_SIGNATURE = (
+    "Tensor[] inputs, Tensor[] arrays, float[] scalars, Tensor? sample_weight, str reduction"
+)
 _HALF = (torch.float16, torch.bfloat16)
 # Registered operators by op name: torch refuses a second registration of a name.
 _OPS: dict[str, _Ops] = {}
@@ -103,7 +105,9 @@ class LossModule(nn.Module):
 
     def extra_repr(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{self.fn.loss.name}, reduction={self.reduction!r}" + (f", {shown}" if shown else "")
+        return f"{self.fn.loss.name}, reduction={self.reduction!r}" + (
+            f", {shown}" if shown else ""
+        )
 
 
 def _assign(loss: lossdsl.Loss, inputs: Sequence[Tensor], kw: dict[str, Any]) -> list[Tensor]:
@@ -166,7 +170,10 @@ class _Ops:
             name, self._forward, mutates_args=(), schema=f"({_SIGNATURE}) -> Tensor[]"
         )
         self.forward_grad = lib.custom_op(
-            name + "_grad", self._forward_grad, mutates_args=(), schema=f"({_SIGNATURE}) -> Tensor[]"
+            name + "_grad",
+            self._forward_grad,
+            mutates_args=(),
+            schema=f"({_SIGNATURE}) -> Tensor[]",
         )
         self.vjp = lib.custom_op(
             name + "_vjp",
@@ -188,7 +195,9 @@ class _Ops:
 
     # -- parameters ---------------------------------------------------------------------------
 
-    def parameters(self, kw: dict[str, Any], tensors: list[Tensor]) -> tuple[list[float], list[Tensor]]:
+    def parameters(
+        self, kw: dict[str, Any], tensors: list[Tensor]
+    ) -> tuple[list[float], list[Tensor]]:
         """Scalar parameters as floats and axis parameters as tensors, in definition order."""
         scalars = [float(kw.pop(p.name, p.default)) for p in self.scalar_params]
         arrays = []
@@ -340,7 +349,12 @@ class _Ops:
     def _vjp_setup(self, ctx: Any, inputs: tuple[Any, ...], output: list[Tensor]) -> None:
         tensors, arrays, scalars, weight, reduction, cot = inputs
         ctx.save_for_backward(*tensors, cot, *([] if weight is None else [weight]))
-        ctx.n_arrays, ctx.arrays, ctx.scalars, ctx.reduction = len(arrays), arrays, scalars, reduction
+        ctx.n_arrays, ctx.arrays, ctx.scalars, ctx.reduction = (
+            len(arrays),
+            arrays,
+            scalars,
+            reduction,
+        )
         ctx.weighted = weight is not None
 
     def _vjp_backward(self, ctx: Any, grads: list[Tensor | None]) -> tuple[Any, ...]:
