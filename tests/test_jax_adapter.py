@@ -7,13 +7,15 @@ test) unless a test says otherwise."""
 from __future__ import annotations
 
 import itertools
+import runpy
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, readme_snippet
 from oracles import ORACLES, Oracle
 
 jax = pytest.importorskip("jax")
@@ -239,3 +241,10 @@ def test_bad_calls_raise_lossdsl_errors() -> None:
         fn(jnp.zeros(3), jnp.zeros(3), delta=1.0)
     with pytest.raises(lossdsl.SpecShapeError, match="broadcast"):
         fn(jnp.zeros(3), jnp.zeros(4))
+
+
+def test_readme_training_loop_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "readme_snippet.py"
+    script.write_text(readme_snippet("### In JAX"))
+    runpy.run_path(str(script), run_name="__main__")
+    assert "gradient" in capsys.readouterr().out

@@ -7,6 +7,7 @@ which tests/test_codegen_cuda.py covers under the simulator."""
 from __future__ import annotations
 
 import copy
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, readme_snippet
 from oracles import ORACLES, Oracle
 
 torch = pytest.importorskip("torch")
@@ -287,3 +288,10 @@ def test_cuda_tensors_stay_on_the_device() -> None:
     q = p.detach().clone().requires_grad_()
     (h,) = torch.autograd.grad(torch.nn.functional.cross_entropy(q, y), q)
     torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-6)
+
+
+def test_readme_training_loop_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "readme_snippet.py"
+    script.write_text(readme_snippet("### In PyTorch"))
+    runpy.run_path(str(script), run_name="__main__")
+    assert "gradient" in capsys.readouterr().out
