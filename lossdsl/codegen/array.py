@@ -74,6 +74,8 @@ INPUTS = {inputs!r}
 PARAMS = {params!r}
 WRT = {wrt!r}
 TOTALS = {totals}
+# `wrt` inputs whose gradient at fixed totals is identically zero (they act through totals).
+ZERO_GRADS = {zero!r}
 
 
 def _sigmoid(xp, x):
@@ -310,6 +312,7 @@ class _Module:
                 params=tuple(p.name for p in self.loss.params),
                 wrt=self.loss.wrt,
                 totals=len(self.totals),
+                zero=tuple(k for k, g in enumerate(self.grads) if g == 0),
             )
         ]
         parts.append(self.function("weight", [], self.d.weight, "_sshape"))

@@ -50,7 +50,10 @@ class JaxLoss:
         self.along = [i.axis is not None for i in d.inputs]
         self.ints = [i.kind == "int" for i in d.inputs]
         self.wrt = [loss.inputs.index(w) for w in d.wrt]
-        self.per_sample = _per_sample(self.module, self.wrt)
+        # Gradients that vanish at fixed totals (Dice, Tversky) need no term in the rule.
+        zero = set(self.module.ZERO_GRADS)
+        live = [(j, k) for j, k in enumerate(self.wrt) if j not in zero]
+        self.per_sample = _per_sample(self.module, live, self.wrt)
 
     def __repr__(self) -> str:
         return f"<lossdsl jax loss {self.loss.name} ({', '.join(self.loss.inputs)})>"
@@ -160,10 +163,14 @@ def _assign(loss: lossdsl.Loss, inputs: Sequence[Any], kw: dict[str, Any]) -> li
     return out
 
 
-def _per_sample(module: ModuleType, wrt: Sequence[int]) -> Callable[..., jax.Array]:
-    """w_i * l_i (0 where w_i = 0) with lossdsl's gradient as the derivative in `wrt` inputs."""
+def _per_sample(
+    module: ModuleType, live: Sequence[tuple[int, int]], wrt: Sequence[int]
+) -> Callable[..., jax.Array]:
+    """w_i * l_i (0 where w_i = 0) with lossdsl's gradient as the derivative in `wrt` inputs.
 
-    grads = {k: getattr(module, f"grad_{j}") for j, k in enumerate(wrt)}
+    `live` pairs (gradient number, input position) of the gradients that are not zero.
+    """
+    grads = {k: getattr(module, f"grad_{j}") for j, k in live}
 
     @jax.custom_jvp
     def per_sample(args: tuple[Any, ...], totals: tuple[Any, ...], w: jax.Array) -> jax.Array:
@@ -175,7 +182,7 @@ def _per_sample(module: ModuleType, wrt: Sequence[int]) -> Callable[..., jax.Arr
         keep = w != 0
         out = per_sample(args, totals, w)
         tangent = jnp.zeros_like(out)
-        for k in wrt:
+        for k in grads:
             if not _zero(d_args[k]):
                 # Masked before multiplying: a dropped sample's NaN gradient must not reach the
                 # transpose (0 * NaN).
