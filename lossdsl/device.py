@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from lossdsl import api, runtime
+from lossdsl import calls, ir, runtime
 from lossdsl.codegen.names import entry_name
 from lossdsl.errors import SpecShapeError, UnsupportedError
 
-if TYPE_CHECKING:
-    from lossdsl.api import Loss
+Loader = Callable[[], ModuleType]
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def geometry(n: int, axis_len: int, max_threads: int, tuning: Tuning) -> tuple[i
 
 
 def run(
-    loss: Loss,
+    loss: ir.LossDef,
+    load: Loader,
     mode: str,
     args: tuple[Any, ...],
     kw: dict[str, Any],
@@ -69,7 +71,9 @@ def run(
     out: Any = None,
     cotangent: Any = None,
 ) -> tuple[Any, Any, Any]:
-    """`Loss._run` for the CUDA target: (value, gradients, Hessian diagonals).
+    """A call of `loss` on the CUDA target: (value, gradients, Hessian diagonals).
+
+    `load` returns the loss's generated CUDA module (loaded on first use).
 
     Raises:
         SpecShapeError: host and device inputs mixed; a device input of the wrong dtype,
@@ -81,7 +85,7 @@ def run(
 
     if out is not None:
         raise UnsupportedError("out= is not supported on target 'cuda'", hint="drop out=")
-    given = [*args, *(kw[i.name] for i in loss.definition.inputs if i.name in kw)]
+    given = [*args, *(kw[i.name] for i in loss.inputs if i.name in kw)]
     given += [x for x in (weight, cotangent) if x is not None]
     on_device = [is_device_array(x) for x in given]
     if any(on_device) and not all(on_device):
@@ -100,30 +104,36 @@ def run(
         call = _bind_device(loss, args, kw, reduction, weight)
         call.ct = _device_cotangent(loss, call, cotangent)
         like = _allocator(given[0])
-        return _launch(loss, mode, call, tuning, like, lambda a: a)
-    call = api._bind(loss.definition, args, kw, reduction, weight)
+        return _launch(loss, load, mode, call, tuning, like, lambda a: a)
+    call = calls.bind(loss, args, kw, reduction, weight)
     call.arrays = [cuda.to_device(np.ascontiguousarray(a)) for a in call.arrays]
     call.params = [cuda.to_device(p) if isinstance(p, np.ndarray) else p for p in call.params]
     call.sw = cuda.to_device(call.sw if call.sw is not None else np.empty(0, call.dtype))
-    ct = api._cotangent(loss.definition, call, cotangent)
+    ct = calls.check_cotangent(loss, call, cotangent)
     call.ct = cuda.to_device(ct if ct is not None else np.empty(0, call.dtype))
     return _launch(
-        loss, mode, call, tuning, lambda s, d: cuda.device_array(s, d), lambda a: a.copy_to_host()
+        loss,
+        load,
+        mode,
+        call,
+        tuning,
+        lambda s, d: cuda.device_array(s, d),
+        lambda a: a.copy_to_host(),
     )
 
 
 def _launch(
-    loss: Loss, mode: str, call: Any, tuning: Tuning, alloc: Any, back: Any
+    loss: ir.LossDef, load: Loader, mode: str, call: Any, tuning: Tuning, alloc: Any, back: Any
 ) -> tuple[Any, Any, Any]:
-    wrt = loss.definition.wrt
+    wrt = loss.wrt
     grads = [alloc(call.flat_shape(x), call.dtype) for x in wrt] if mode != "value" else []
     hess = [alloc(call.flat_shape(x), call.dtype) for x in wrt] if mode == "hess" else []
     out = alloc((call.n if call.mode == 2 else 0,), call.dtype)
     value: Any = np.nan if call.mode == 0 else 0.0
     if call.n:
-        module = loss._kernels()
+        module = load()
         if mode == "hess":
-            api.hessian_supported(loss.definition, module)
+            calls.hessian_supported(loss, module)
         geom = geometry(call.n, call.axis_len, module.MAX_THREADS, tuning)
         entry = entry_name(mode, call.dtag)
         args = (*call.arrays, *call.params, call.sw, call.ct, call.mode, geom, _view(out))
@@ -137,7 +147,7 @@ def _launch(
     result = back(out).reshape(call.batch) if call.mode == 2 else call.dtype.type(value)
     shaped_g = [back(g).reshape(call.shape_of(x)) for g, x in zip(grads, wrt, strict=False)]
     shaped_h = [back(h).reshape(call.shape_of(x)) for h, x in zip(hess, wrt, strict=False)]
-    return result, api._one_or_tuple(shaped_g), api._one_or_tuple(shaped_h)
+    return result, calls.one_or_tuple(shaped_g), calls.one_or_tuple(shaped_h)
 
 
 def _view(a: Any) -> Any:
@@ -170,11 +180,11 @@ def _allocator(example: Any) -> Any:
 
 
 def _bind_device(
-    loss: Loss, args: tuple[Any, ...], kw: dict[str, Any], reduction: str | None, weight: Any
+    loss: ir.LossDef, args: tuple[Any, ...], kw: dict[str, Any], reduction: str | None, weight: Any
 ) -> Any:
-    """Validate device inputs without copying them: `api._Call` holding Numba views."""
-    d = loss.definition
-    given = {name: _view(x) for name, x in api._assign_inputs(d, args, kw).items()}
+    """Validate device inputs without copying them: a `calls.Call` holding Numba views."""
+    d = loss
+    given = {name: _view(x) for name, x in calls.assign_inputs(d, args, kw).items()}
     dtype = _device_dtype(d, given)
     axis_len = 0
     batch: tuple[int, ...] | None = None
@@ -216,17 +226,17 @@ def _bind_device(
     shapes = {name: tuple(given[name].shape) for name in d.wrt}
     dtag = "f32" if dtype == np.float32 else "f64"
     axis_inputs = frozenset(i.name for i in d.inputs if i.axis)
-    mode = api._reduction(d, reduction)
-    return api._Call(dtype, dtag, batch, n, axis_len, flat, params, sw, mode, shapes, axis_inputs)
+    mode = calls.reduction_mode(d, reduction)
+    return calls.Call(dtype, dtag, batch, n, axis_len, flat, params, sw, mode, shapes, axis_inputs)
 
 
-def _device_cotangent(loss: Loss, call: Any, cotangent: Any) -> Any:
+def _device_cotangent(loss: ir.LossDef, call: Any, cotangent: Any) -> Any:
     """A device cotangent: reduction 'none', the batch shape and the inputs' dtype."""
     from numba import cuda
 
     if cotangent is None:
         return cuda.device_array(0, call.dtype)
-    api.cotangent_reduction(loss.definition, call)
+    calls.cotangent_reduction(loss, call)
     ct = _view(cotangent)
     if tuple(ct.shape) != call.batch or ct.dtype != call.dtype:
         raise SpecShapeError(
@@ -248,7 +258,7 @@ def _device_dtype(d: Any, given: dict[str, Any]) -> np.dtype[Any]:
     return next(iter(dtypes))
 
 
-def _check_kind(loss: Loss, inp: Any, a: Any, dtype: np.dtype[Any]) -> None:
+def _check_kind(loss: ir.LossDef, inp: Any, a: Any, dtype: np.dtype[Any]) -> None:
     ok = a.dtype in (np.int32, np.int64) if inp.kind == "int" else a.dtype == dtype
     if not ok:
         want = "int32 or int64" if inp.kind == "int" else str(dtype)
@@ -258,7 +268,7 @@ def _check_kind(loss: Loss, inp: Any, a: Any, dtype: np.dtype[Any]) -> None:
         )
 
 
-def _flat(loss: Loss, name: str, a: Any, n: int, axis_len: int) -> Any:
+def _flat(loss: ir.LossDef, name: str, a: Any, n: int, axis_len: int) -> Any:
     if not a.is_c_contiguous():
         raise SpecShapeError(
             f"device input '{name}' of loss '{loss.name}' is not C-contiguous",
@@ -273,5 +283,5 @@ def _device_param(p: Any, value: Any, dtype: np.dtype[Any], axis_len: int) -> An
 
     if is_device_array(value):
         value = _view(value).copy_to_host()
-    checked = api._param_value(p, value, dtype, axis_len)
+    checked = calls.param_value(p, value, dtype, axis_len)
     return cuda.to_device(checked) if isinstance(checked, np.ndarray) else checked

@@ -103,3 +103,11 @@ def draw_inputs(
         else:
             out[inp.name] = d.high - 0.1 - np.abs(rng.normal(size=shape))  # type: ignore[operator]
     return out
+
+
+def readme_snippet(heading: str) -> str:
+    """The first ```python block after a README heading (the snippets users copy)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    after = text[text.index(f"\n{heading}\n") :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```\n", start)]

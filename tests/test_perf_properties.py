@@ -14,11 +14,11 @@ from conftest import FD_ATOL, FD_RTOL, assert_close, fd_grad
 from reference import reference_value
 
 import lossdsl
-from lossdsl import api
+from lossdsl import host
 
 RNG = np.random.default_rng(4)
 # Large enough for the parallel path (and several blocks), small enough for a unit test.
-N_PARALLEL = 3 * api._PARALLEL_ELEMENTS + 17
+N_PARALLEL = 3 * host.PARALLEL_ELEMENTS + 17
 
 
 def _inputs(name: str, n: int, dtype: type) -> tuple[np.ndarray, ...]:
@@ -91,7 +91,7 @@ def test_serial_and_parallel_paths_agree(name: str, monkeypatch: pytest.MonkeyPa
     loss = lossdsl.get(name)
     args = _inputs(name, N_PARALLEL, np.float64)
     v_par, g_par = loss.value_and_grad(*args)
-    monkeypatch.setattr(api, "_PARALLEL_ELEMENTS", 10**12)
+    monkeypatch.setattr(host, "PARALLEL_ELEMENTS", 10**12)
     v_ser, g_ser = loss.value_and_grad(*args)
     assert v_ser.tobytes() == v_par.tobytes()
     assert g_ser.tobytes() == g_par.tobytes()
@@ -190,7 +190,7 @@ def test_float64_math_accurate(fn: str) -> None:
 
 
 def test_repeated_calls_see_new_data_and_parameters() -> None:
-    # Issue 4: repeated calls with the same shapes reuse their validation (api._plan_key).
+    # Issue 4: repeated calls with the same shapes reuse their validation (calls.plan_key).
     loss = lossdsl.get("huber")
     x, t = _inputs("huber", 1000, np.float32)
     loss.value_and_grad(x, t, delta=0.5)

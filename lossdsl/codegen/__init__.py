@@ -13,6 +13,7 @@ from typing import Any
 MODULES: dict[str, str] = {
     "cpu": "lossdsl.codegen.cpu",
     "cuda": "lossdsl.codegen.cuda",
+    "array": "lossdsl.codegen.array",
 }
 
 

@@ -1,2 +1,2 @@
-"""Adapters from lossdsl losses to other libraries (XGBoost, LightGBM, Dask); each imports its
-library inside the functions that need it and uses only lossdsl's public API."""
+"""Adapters for other libraries, one module each; every one imports its library inside itself
+and uses only lossdsl's public API (the core never imports this package)."""
