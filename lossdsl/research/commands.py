@@ -41,7 +41,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--task", choices=sorted(DEFAULT_FOR_TASK), help="use this task's default data")
     p.add_argument("--data", choices=sorted(DATASETS), help="the data set (overrides --task)")
-    p.add_argument("--model", choices=["linear", "mlp"], default="linear")
+    p.add_argument(
+        "--model", choices=["linear", "mlp", "gbdt"], default="linear",
+        help="gbdt: XGBoost with each loss as its objective (--epochs rounds, --lr its eta)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--lr", type=float, action="append", help="learning rate (repeat to sweep)")

@@ -1,7 +1,8 @@
 """Compare losses by training small models with each: the tables of the classic loss articles.
 
-`compare` trains a model (`trainers.py`) per loss, learning rate, penalty and seed on one data
-set (`datasets.py`) and scores it on the held-out part: MAE / RMSE / R² (and the error of the
+`compare` trains a model (`trainers.py`, or trees boosted with the loss as their XGBoost
+objective: `boosting.py`) per loss, learning rate, penalty and seed on one data set
+(`datasets.py`) and scores it on the held-out part: MAE / RMSE / R² (and the error of the
 fitted slopes where the truth is known) for regression, accuracy / F1 / TPR / FPR for binary
 tasks, accuracy and top-k for multiclass, plus epochs to converge and seconds. The result
 prints as Markdown, CSV or JSON (mean ± std over seeds) and plots its learning curves.
@@ -19,14 +20,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import lossdsl
+from lossdsl.research.boosting import Boosted, boost, objective_for
 from lossdsl.research.datasets import DATASETS, Split, load
 from lossdsl.research.names import resolve
-from lossdsl.research.trainers import Link, link_for, train
+from lossdsl.research.trainers import Link, Run, link_for, train
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 Progress = Callable[[int, int, str], None]
+MODELS = ("linear", "mlp", "gbdt")
 
 
 @dataclass
@@ -119,19 +122,24 @@ def compare(
         losses: names or spec files; `NAME@sigmoid` (or `@softmax`, `@identity`) forces the
             link from model scores to the loss's prediction (MSE on probabilities).
         data: a name in `datasets.DATASETS`.
-        model: "linear" (linear/logistic/softmax regression) or "mlp" (one tanh layer).
+        model: "linear" (linear/logistic/softmax regression), "mlp" (one tanh layer) or "gbdt"
+            (XGBoost with the loss as its objective: `epochs` rounds, learning rate `lrs`).
         penalties: (l1, l2) pairs on the weight matrices, through `lossdsl.Penalized`.
         params: loss parameters; each loss takes those it declares.
         progress: called with (done, total, what) after each run.
 
     Raises:
-        LossDSLError: an unknown loss, data set or model, or a loss that does not fit the task.
+        LossDSLError: an unknown loss, data set or model, a loss that does not fit the task
+            (or, for "gbdt", cannot be an XGBoost objective), or "gbdt" without xgboost.
     """
-    if model not in ("linear", "mlp"):
-        raise lossdsl.LossDSLError(f"unknown model '{model}'", hint="linear or mlp")
+    if model not in MODELS:
+        raise lossdsl.LossDSLError(f"unknown model '{model}'", hint=", ".join(MODELS))
     task = DATASETS[data][0] if data in DATASETS else load(data, 0).task  # load names the error
     links = [(spec, _link(spec, task, params or {})) for spec in losses]
     splits = [load(data, seed, outlier_fraction) for seed in range(seeds)]
+    if model == "gbdt" and splits:
+        for _, link in links:  # refuse a loss that is no objective before training any
+            objective_for(link, splits[0])
     settings = [(s, lk, lr, pen) for s, lk in links for lr in lrs for pen in penalties]
     total = len(settings) * seeds
     rows: list[Row] = []
@@ -149,11 +157,15 @@ def compare(
 
 def _fit(row: Row, link: Link, split: Split, model: str, epochs: int, seed: int) -> list[float]:
     """Train one seed, add its test metrics to the row, return its learning curve."""
-    hidden = 32 if model == "mlp" else 0
-    run = train(link, split, hidden, epochs, row.lr, row.l1, row.l2, seed)
-    found = score(link, split, run.model.scores(split.x_test), run.model.weights[0])
-    if hidden:
-        found.pop("coef_error", None)  # the slopes of an MLP are not the model's
+    run: Run | Boosted
+    if model == "gbdt":
+        run = boost(link, split, epochs, row.lr, row.l1, row.l2, seed)
+        found = score(link, split, run.scores(split.x_test), None)
+    else:
+        hidden = 32 if model == "mlp" else 0
+        run = train(link, split, hidden, epochs, row.lr, row.l1, row.l2, seed)
+        slopes = None if hidden else run.model.weights[0]  # an MLP's first layer is not one
+        found = score(link, split, run.model.scores(split.x_test), slopes)
     found.update(epochs_to_converge=run.converged_at, seconds=run.seconds)
     for key, value in found.items():
         row.metrics.setdefault(key, []).append(float(value))
