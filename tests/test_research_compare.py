@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import pytest
 import lossdsl
 from lossdsl.cli import main
 from lossdsl.research.compare import compare
-from lossdsl.research.datasets import load
+from lossdsl.research.datasets import Split, load
 from lossdsl.research.trainers import link_for, train
 
 pytest.importorskip("sklearn")
@@ -95,3 +96,48 @@ def test_readme_optuna_example_runs() -> None:
     study = scope["study"]
     assert study.best_params["loss"] in ("mse", "mae", "huber", "log_cosh")  # type: ignore[attr-defined]
     assert np.isfinite(study.best_value)  # type: ignore[attr-defined]
+
+
+def test_gbdt_model_matches_xgboost_builtins(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lossdsl objectives of mse and bce_with_logits boost the same trees as XGBoost's
+    reg:squarederror and binary:logistic (same start, rounds, seed); mae and hinge (zero
+    Hessians: the clip policy) learn something."""
+    xgb = pytest.importorskip("xgboost")
+    from lossdsl.research.boosting import TREES
+
+    def builtin(split: Split, objective: str, base_score: float) -> np.ndarray:
+        params = {**TREES, "eta": 0.3, "alpha": 0.0, "lambda": 0.0, "seed": 0}
+        params.update(objective=objective, base_score=base_score)
+        booster = xgb.train(params, xgb.DMatrix(split.x_train, label=split.y_train), 8)
+        return np.asarray(booster.predict(xgb.DMatrix(split.x_test), output_margin=True))
+
+    reg = compare(["mse", "mae"], "outliers", seeds=1, model="gbdt", epochs=8, lrs=(0.3,))
+    rows = {r.label: r for r in reg.rows}
+    assert reg.columns() == ["MAE", "RMSE", "R2", "epochs_to_converge", "seconds"]
+    split = load("outliers", 0)
+    pred = builtin(split, "reg:squarederror", float(np.mean(split.y_train)))
+    want = np.mean(np.abs(pred - split.y_test))
+    assert rows["mse"].metrics["MAE"][0] == pytest.approx(want, rel=1e-5)
+    assert len(rows["mse"].curve) == 8
+    assert rows["mse"].curve[-1] < rows["mse"].curve[0]
+    median = np.mean(np.abs(np.median(split.y_train) - split.y_test))
+    assert rows["mae"].metrics["MAE"][0] < 0.9 * median
+
+    binary = compare(["bce_with_logits", "hinge"], "breast_cancer", 1, "gbdt", 8, (0.3,))
+    rows = {r.label: r for r in binary.rows}
+    split = load("breast_cancer", 0)
+    pred = builtin(split, "binary:logistic", float(np.mean(split.y_train)))
+    want = np.mean((pred > 0) == split.y_test)
+    assert rows["bce_with_logits"].metrics["accuracy"][0] == pytest.approx(want)
+    assert rows["hinge"].metrics["accuracy"][0] > 0.85
+
+    with pytest.raises(lossdsl.LossDSLError, match="batch totals"):
+        compare(["rmse"], "outliers", seeds=1, model="gbdt", epochs=2)
+    with pytest.raises(lossdsl.LossDSLError, match="needs a sigmoid") as info:
+        compare(["bce"], "breast_cancer", seeds=1, model="gbdt", epochs=2)
+    assert "bce_with_logits" in (info.value.hint or "")
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # as if not installed
+    assert main(["compare", "mse", "--model", "gbdt", "--seeds", "1", "--no-progress"]) == 2
+    assert "needs xgboost, which is not installed" in capsys.readouterr().err
