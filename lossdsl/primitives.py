@@ -261,7 +261,10 @@ class NanOr(sp.Function):
         raise ArgumentIndexError(self, argindex)
 
     def _eval_is_real(self) -> bool | None:
-        return None
+        # Real as its operands are (a NaN witness is a run-time value, not a SymPy one); without
+        # it SymPy stops cancelling powers of expressions that contain a clamp (d/dx of r^2
+        # kept r^2 / r, which is 0/0 at r = 0).
+        return fuzzy_all(self.args, "is_real")
 
 
 class Grouped(_Elementwise):
