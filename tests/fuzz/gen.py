@@ -99,6 +99,9 @@ class Generator:
         self.nested_reject = self.allow_totals and r.random() < 0.05
         self._locals(loss)
         value = self._per_sample(self.real(r.randint(2, 4), "may"))
+        if r.random() < 0.5:  # two independent halves: more inputs and locals meet
+            other = self._per_sample(self.real(r.randint(1, 3), "may"))
+            value = _iv(["bin", r.choice("+-*"), value.t, other.t], False, 0, 0, True)
         loss["value"] = self._use_wrt(loss, value.t)
         loss["weight"] = None if weight is None else weight.t
         loss["reduce"] = r.choice(("mean", "mean", "sum", "none")) if weight is None else "mean"
@@ -122,8 +125,13 @@ class Generator:
         }
 
     def _use_wrt(self, loss: dict[str, Any], value: Tree) -> Tree:
-        """`value`, plus a term in each differentiated input it does not use."""
+        """`value`, plus a term in each local and differentiated input it does not use."""
         lets = dict(loss["locals"])
+        for name, _ in loss["locals"]:
+            if name not in names_in([value, *lets.values()], "let"):
+                term: Tree = ["fn", "tanh", ["let", name]]
+                axis = self._leaf_list_has(name)
+                value = ["bin", "*", value, ["ax", "mean", term] if axis else term]
         used = names_in(value, "in")
         for name in names_in(value, "let"):
             used |= names_in(lets[name], "in") | {
@@ -132,10 +140,14 @@ class Generator:
         for inp in loss["inputs"]:
             name = inp["name"]
             if name in loss["wrt"] and name not in used:
-                term: Tree = ["fn", self.r.choice(_SMOOTH), ["in", name]]
+                term = ["fn", self.r.choice(_SMOOTH), ["in", name]]
                 term = ["ax", self.r.choice(AXIS_REDUCE), term] if inp["axis"] else term
                 value = ["bin", "+", value, term]
         return value
+
+    def _leaf_list_has(self, name: str) -> bool:
+        """Whether local `name` varies along the axis."""
+        return any(g.t == ["let", name] for g in self.axis_leaves)
 
     def _signature(self) -> dict[str, Any]:
         r = self.r
@@ -154,7 +166,10 @@ class Generator:
         params = self._params()
         for inp in inputs:
             leaf = self._input_leaf(inp)
-            (self.int_leaves if inp["kind"] == "int" else self._leaf_list(leaf)).append(leaf)
+            if inp["kind"] == "int":
+                self.int_leaves.append(leaf)
+            else:  # inputs three times: most leaves should vary
+                self._leaf_list(leaf).extend([leaf] * 3)
         for p in params:
             self._leaf_list_param(p)
         if self.has_axis:
@@ -303,7 +318,7 @@ class Generator:
             if self.axis_leaves:
                 kinds += ["axred"] * 4 + ["gather"] * 2
             if self.allow_totals:
-                kinds += ["total"] * 2
+                kinds += ["total"] * 4
             if self.helper is not None:
                 kinds += ["call"]
         k = self.r.choice(kinds)

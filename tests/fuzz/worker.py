@@ -15,6 +15,7 @@ import os
 import selectors
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ def main() -> None:
     """The child: read cases, print outcomes."""
     from tests.fuzz.compare import run_case
 
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints cannot corrupt the protocol
     for line in sys.stdin:
@@ -93,6 +95,13 @@ def main() -> None:
         outcome = run_case(job["case"], tuple(job["checks"]))
         out.write(_TAG + json.dumps(list(outcome)) + "\n")
         out.flush()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A killed campaign leaves no worker behind, even one busy compiling."""
+    while os.getppid() == parent:
+        time.sleep(2.0)
+    os._exit(1)
 
 
 if __name__ == "__main__":
