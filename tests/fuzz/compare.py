@@ -7,6 +7,7 @@ Checks, in order (the first failure names the case's class):
 - `f64`: the generic kernel with every parameter overridden, value/gradient/Hessian diagonal
   from `value_grad_hess`, against torch in float64 (`wrong-value`, `wrong-grad`, `wrong-hess`);
 - `value`: the value-only entry point, the same way (`wrong-value`);
+- `grad64`: `value_and_grad` only (a cheaper compile than `f64`, for short runs);
 - `spec`: with parameters at their defaults, the generic kernel against torch (the same
   classes), then the defaults-specialised kernel against the generic one (`spec-mismatch`);
 - `f32`: float32 inputs against the float64 reference (`f32-mismatch`);
@@ -74,7 +75,7 @@ def failing_check(detail: str) -> str | None:
     """The check named in an outcome's detail ('[f32] ...' -> 'f32')."""
     if detail.startswith("[") and "]" in detail:
         name = detail[1 : detail.index("]")]
-        return name if name in (*CHECKS, "cuda") else None
+        return name if name in (*CHECKS, "grad64", "cuda") else None
     return None
 
 
@@ -96,6 +97,7 @@ def _run(case: dict[str, Any], checks: tuple[str, ...], at: list[str]) -> Outcom
     steps = {
         "f64": lambda: _compare64(case, generic, over),
         "value": lambda: _compare_value(case, generic, over),
+        "grad64": lambda: _compare_grad(case, generic, over),
         "spec": lambda: _compare_specialised(case, definition, generic, defaults),
         "f32": lambda: _compare32(case, generic, over),
         "cuda": lambda: _compare_cuda(case, definition, over),
@@ -155,6 +157,14 @@ def _compare64(case: dict[str, Any], loss: lossdsl.Loss, data: Data) -> None:
         check("wrong-grad", a, r, RTOL64, FLOOR64, f"gradient of {name}", skip=skip)
     for name, a, r in zip(case["loss"]["wrt"], h, ref.hess, strict=True):
         check("wrong-hess", a, r, RTOL64, FLOOR64, f"Hessian diagonal of {name}", skip=skip)
+
+
+def _compare_grad(case: dict[str, Any], loss: lossdsl.Loss, data: Data) -> None:
+    ref = reference(case, data, hess=False)
+    v, g = loss.value_and_grad(*call_args(case, data), **call_kwargs(case, data))
+    check("wrong-value", v, ref.value, RTOL64, FLOOR64)
+    for name, a, r in zip(case["loss"]["wrt"], _listed(g), ref.grads, strict=True):
+        check("wrong-grad", a, r, RTOL64, FLOOR64, f"gradient of {name}", skip=data.nan_sample)
 
 
 def _compare_value(case: dict[str, Any], loss: lossdsl.Loss, data: Data) -> None:

@@ -306,7 +306,7 @@ _FN = {
     "binary_xent": _bxent,
     "min": torch.minimum,
     "max": torch.maximum,
-    "clip": lambda x, lo, hi: torch.clamp(x, lo, hi),
+    "clip": lambda x, lo, hi: torch.clamp(*torch.broadcast_tensors(x, lo, hi)),
     "where": lambda c, a, b: torch.where(c, a, b),
 }
 
