@@ -1,0 +1,331 @@
+"""The independent reference: a generated tree evaluated by PyTorch, differentiated by autograd.
+
+It reads the generator's own trees (never lossdsl's IR, lowering, derivation or kernels): each
+node maps to the torch function with the documented meaning (`torch.amax` for `max[C]`, which
+splits tied maxima evenly as the README says; `torch.clamp` for `clip`; `torch.maximum` for
+`max` of two values). Per-sample values are (B, 1) tensors and axis values (B, C), so they
+broadcast as in the language. Frequency weights follow the lead's semantics: a sample with
+weight w counts w times in the reduction and in every batch total, and a zero weight removes it.
+The Hessian diagonal is exact: one double-backward pass per element (batches are tiny).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from tests.fuzz.gen import INPUT_RANGES, Tree
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class Data:
+    """One call: inputs, parameter values, sample weights, cotangent, and the sample holding a
+    NaN input (its gradient row is not compared: what autograd gives at NaN is not a spec)."""
+
+    inputs: Arrays
+    params: dict[str, Any]
+    sample_weight: np.ndarray | None
+    cotangent: np.ndarray | None
+    nan_sample: int | None = None
+
+
+def draw(case: dict[str, Any]) -> tuple[Data, Data]:
+    """The call's data with parameters overridden, and the same data at the defaults."""
+    call, loss = case["call"], case["loss"]
+    rng = np.random.default_rng(call["data_seed"])
+    b, c = call["batch"], call["classes"]
+    inputs: Arrays = {}
+    for inp in loss["inputs"]:
+        if inp["kind"] == "int":
+            inputs[inp["name"]] = rng.integers(0, c if loss["axis"] else 3, size=b)
+        else:
+            lo, hi = INPUT_RANGES[inp["range"]]
+            inputs[inp["name"]] = rng.uniform(lo, hi, size=(b, c) if inp["axis"] else b)
+    nan_sample = None
+    if call.get("nan"):
+        reals = [i["name"] for i in loss["inputs"] if i["kind"] == "real"]
+        target = inputs[reals[int(rng.integers(len(reals)))]]
+        k = int(rng.integers(target.size))
+        target.reshape(-1)[k] = np.nan
+        nan_sample = k // (target.size // b)
+    over: dict[str, Any] = {}
+    for p in loss["params"]:
+        if p["kind"] == "axis":
+            over[p["name"]] = rng.uniform(p["lo"], p["hi"], size=c)
+        else:
+            over[p["name"]] = p["override"]
+    sw = None
+    if call["sample_weight"] is not None:
+        sw = rng.uniform(0.5, 2.0, size=b)
+        if call["sample_weight"] == "zeros":
+            sw[rng.random(b) < 0.4] = 0.0
+            sw[int(rng.integers(b))] = 1.0  # never all zero
+    cot = rng.normal(size=b) if call.get("cotangent") else None
+    defaults = {p["name"]: p["default"] for p in loss["params"]}
+    return Data(inputs, over, sw, cot, nan_sample), Data(inputs, defaults, sw, cot, nan_sample)
+
+
+@dataclass
+class Reference:
+    value: np.ndarray
+    grads: list[np.ndarray]
+    hess: list[np.ndarray]
+
+
+def reference(
+    case: dict[str, Any], data: Data, dtype: torch.dtype = torch.float64, hess: bool = True
+) -> Reference:
+    """Value, gradient of every wrt input and (optionally) the Hessian diagonal."""
+    loss = case["loss"]
+    b = case["call"]["batch"]
+    env: dict[str, Any] = {}
+    wrt: list[torch.Tensor] = []
+    for inp in loss["inputs"]:
+        a = data.inputs[inp["name"]]
+        if inp["kind"] == "int":
+            env["in:" + inp["name"]] = torch.tensor(a, dtype=dtype).reshape(b, 1)
+            continue
+        t = torch.tensor(a, dtype=dtype).reshape(b, -1).clone()
+        if inp["name"] in loss["wrt"]:
+            t.requires_grad_(True)
+        env["in:" + inp["name"]] = t
+    wrt = [env["in:" + n] for n in loss["wrt"]]
+    for p in loss["params"]:
+        v = torch.tensor(np.asarray(data.params[p["name"]], np.float64), dtype=dtype)
+        env["par:" + p["name"]] = v.reshape(1, -1) if p["kind"] == "axis" else v
+    env["axis"] = torch.tensor(float(case["call"]["classes"]), dtype=dtype)
+    ev = _Eval(case, env, b, dtype)
+    w = ev.weights(data)
+    per_sample = ev.per_sample(loss["value"])
+    objective, value = _reduce(case, per_sample, w, data)
+    grads = _grads(objective, wrt)
+    hd = [_hess_diag(g, x) for g, x in zip(grads, wrt, strict=True)] if hess else []
+    shape = [tuple(data.inputs[n].shape) for n in loss["wrt"]]
+    return Reference(
+        value.detach().numpy().astype(np.float64),
+        [
+            g.detach().numpy().reshape(s).astype(np.float64)
+            for g, s in zip(grads, shape, strict=True)
+        ],
+        [h.reshape(s) for h, s in zip(hd, shape, strict=False)],
+    )
+
+
+def _reduce(
+    case: dict[str, Any], loss: torch.Tensor, w: torch.Tensor | None, data: Data
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the scalar differentiated, the value returned)."""
+    mode = case["call"]["reduction"] or case["loss"]["reduce"]
+    out = loss if w is None else torch.where(w == 0, torch.zeros_like(loss), w * loss)
+    if mode == "none":
+        if data.cotangent is not None:
+            c = torch.tensor(data.cotangent, dtype=loss.dtype)
+            return (c * out).sum(), out
+        return out.sum(), out
+    if mode == "sum":
+        return out.sum(), out.sum()
+    denom = w.sum() if w is not None else torch.tensor(float(loss.shape[0]), dtype=loss.dtype)
+    if float(denom) == 0.0:
+        # An all-zero-weight mean is NaN (0/0, as PyTorch) with a zero gradient (README).
+        return out.sum() * 0.0, torch.tensor(math.nan, dtype=loss.dtype)
+    return out.sum() / denom, out.sum() / denom
+
+
+def _grads(objective: torch.Tensor, wrt: list[torch.Tensor]) -> list[torch.Tensor]:
+    if not objective.requires_grad:
+        return [torch.zeros_like(x) for x in wrt]
+    got = torch.autograd.grad(objective, wrt, create_graph=True, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(got, wrt, strict=True)]
+
+
+def _hess_diag(g: torch.Tensor, x: torch.Tensor) -> np.ndarray:
+    flat = g.reshape(-1)
+    out = np.zeros(flat.numel())
+    if not flat.requires_grad:
+        return out
+    for k in range(flat.numel()):
+        (row,) = torch.autograd.grad(flat[k], x, retain_graph=True, allow_unused=True)
+        out[k] = 0.0 if row is None else float(row.reshape(-1)[k])
+    return out
+
+
+class _Eval:
+    """Evaluates trees in one environment; locals are evaluated once and reused."""
+
+    def __init__(self, case: dict[str, Any], env: dict[str, Any], b: int, dtype: torch.dtype):
+        self.case, self.env, self.b, self.dtype = case, env, b, dtype
+        self.lets = dict(case["loss"]["locals"])
+        self.total_w: torch.Tensor | None = None
+
+    def weights(self, data: Data) -> torch.Tensor | None:
+        """Per-sample frequency weights (B, 1): the spec's weight times sample_weight."""
+        w = None
+        if self.case["loss"].get("weight") is not None:
+            w = self.per_sample(self.case["loss"]["weight"]).detach().reshape(self.b, 1)
+        if data.sample_weight is not None:
+            sw = torch.tensor(data.sample_weight, dtype=self.dtype).reshape(self.b, 1)
+            w = sw if w is None else w * sw
+        self.total_w = w
+        return None if w is None else w.reshape(self.b)
+
+    def per_sample(self, t: Tree) -> torch.Tensor:
+        v = self.ev(t)
+        return torch.broadcast_to(v, (self.b, 1)).reshape(self.b)
+
+    def const(self, v: float) -> torch.Tensor:
+        return torch.tensor(float(v), dtype=self.dtype)
+
+    def ev(self, t: Tree) -> torch.Tensor:
+        op = t[0]
+        if op in ("num", "int"):
+            return self.const(t[1])
+        if op == "const":
+            return self.const({"pi": math.pi, "e": math.e, "inf": math.inf}[t[1]])
+        if op in ("in", "par"):
+            return self.env[f"{op}:{t[1]}"]
+        if op == "axis":
+            return self.env["axis"]
+        if op == "let":
+            key = "let:" + t[1]
+            if key not in self.env:
+                self.env[key] = self.ev(self.lets[t[1]])
+            return self.env[key]
+        if op == "neg":
+            return -self.ev(t[1])
+        if op == "bin":
+            return _BIN[t[1]](self.ev(t[2]), self.ev(t[3]))
+        if op == "cmp":
+            return _CMP[t[1]](self.ev(t[2]), self.ev(t[3]))
+        if op == "and":
+            return torch.logical_and(self.ev(t[1]), self.ev(t[2]))
+        if op == "or":
+            return torch.logical_or(self.ev(t[1]), self.ev(t[2]))
+        if op == "not":
+            return torch.logical_not(self.ev(t[1]))
+        if op == "ax":
+            return _axis(t[1], self.rows(self.ev(t[2])))
+        if op == "gather":
+            x = self.rows(self.ev(t[1]))
+            idx = torch.broadcast_to(self.ev(t[2]), (self.b, 1)).long()
+            return torch.gather(x, -1, idx)
+        if op == "call":
+            return self.call(t)
+        if op == "fn" and t[1] == "total":
+            return self.total(self.ev(t[2]))
+        if op == "fn":
+            return _FN[t[1]](*[self.ev(a) for a in t[2:]])
+        raise ValueError(f"unknown node {op!r}")
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        """An axis value as a full (B, C) tensor (parameters broadcast along the batch)."""
+        c = self.case["call"]["classes"]
+        return (
+            torch.broadcast_to(x, (self.b, c))
+            if x.dim() == 2
+            else torch.broadcast_to(x, (self.b, 1))
+        )
+
+    def total(self, x: torch.Tensor) -> torch.Tensor:
+        """sum_i w_i x_i over the batch; an axis value keeps its axis (per-class totals)."""
+        width = x.shape[-1] if x.dim() == 2 else 1
+        full = torch.broadcast_to(x, (self.b, width))
+        if self.total_w is not None:
+            w = self.total_w
+            full = torch.where(w == 0, torch.zeros_like(full), w * full)
+        return full.sum(0, keepdim=True)
+
+    def call(self, t: Tree) -> torch.Tensor:
+        helper = self.case["helper"]
+        inner = _Eval(self.case, dict(self.env), self.b, self.dtype)
+        inner.lets = {}
+        inner.total_w = self.total_w
+        inner.env["in:a"], inner.env["in:b"] = self.ev(t[1][0]), self.ev(t[1][1])
+        inner.env["par:s"] = self.ev(t[2]["s"]) if "s" in t[2] else self.const(1.0)
+        return inner.ev(helper["value"])
+
+
+def _pow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.pow(a, b)
+
+
+_BIN = {
+    "+": torch.add,
+    "-": torch.sub,
+    "*": torch.mul,
+    "/": torch.div,
+    "^": _pow,
+}
+_CMP = {
+    "<": torch.lt,
+    "<=": torch.le,
+    ">": torch.gt,
+    ">=": torch.ge,
+    "==": torch.eq,
+    "!=": torch.ne,
+}
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
+def _bxent(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    # torch.nn.functional.binary_cross_entropy's element: logs clamped at -100.
+    return -(
+        t * torch.clamp(torch.log(p), min=-100) + (1 - t) * torch.clamp(torch.log1p(-p), min=-100)
+    )
+
+
+_FN = {
+    "abs": torch.abs,
+    "sign": torch.sign,
+    "sqrt": torch.sqrt,
+    "square": lambda x: x * x,
+    "exp": torch.exp,
+    "log": torch.log,
+    "log1p": torch.log1p,
+    "expm1": torch.expm1,
+    "tanh": torch.tanh,
+    "cosh": torch.cosh,
+    "sinh": torch.sinh,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "logcosh": lambda x: torch.logaddexp(x, -x) - math.log(2.0),
+    "sigmoid": torch.sigmoid,
+    "softplus": _softplus,
+    "log_sigmoid": lambda x: -_softplus(-x),
+    "relu": torch.relu,
+    "stop_gradient": lambda x: x.detach(),
+    "xlogy": torch.xlogy,
+    "binary_xent": _bxent,
+    "min": torch.minimum,
+    "max": torch.maximum,
+    "clip": lambda x, lo, hi: torch.clamp(*torch.broadcast_tensors(x, lo, hi)),
+    "where": lambda c, a, b: torch.where(c, a, b),
+}
+
+
+def _axis(fn: str, x: torch.Tensor) -> torch.Tensor:
+    if fn == "sum":
+        return x.sum(-1, keepdim=True)
+    if fn == "mean":
+        return x.mean(-1, keepdim=True)
+    if fn == "max":
+        return torch.amax(x, -1, keepdim=True)
+    if fn == "min":
+        return torch.amin(x, -1, keepdim=True)
+    if fn == "norm":
+        return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    if fn == "logsumexp":
+        return torch.logsumexp(x, -1, keepdim=True)
+    if fn == "softmax":
+        return torch.softmax(x, -1)
+    if fn == "log_softmax":
+        return torch.log_softmax(x, -1)
+    raise ValueError(fn)
