@@ -117,10 +117,14 @@ def unalias(call: Call, outs: list[np.ndarray]) -> Call:
 
     arrays = [private(a) for a in call.arrays]
     params = [private(p) for p in call.params]
-    sw = private(call.sw)
-    if sw is call.sw and all(map(operator.is_, arrays + params, call.arrays + call.params)):
+    sw, ct = private(call.sw), private(call.ct)
+    if (
+        sw is call.sw
+        and ct is call.ct
+        and all(map(operator.is_, arrays + params, call.arrays + call.params))
+    ):
         return call
-    return dataclasses.replace(call, arrays=arrays, params=params, sw=sw)
+    return dataclasses.replace(call, arrays=arrays, params=params, sw=sw, ct=ct)
 
 
 def _kernel_view(a: np.ndarray) -> np.ndarray:
@@ -262,12 +266,7 @@ def check_cotangent(loss: ir.LossDef, call: Call, cotangent: Any) -> np.ndarray 
     if cotangent is None:
         return None
     cotangent_reduction(loss, call)
-    c = np.asarray(cotangent)
-    if c.dtype.kind not in "fiub":
-        raise SpecShapeError(
-            f"cotangent= must hold real numbers, got dtype {c.dtype}",
-            hint=f"convert it, e.g. np.asarray(cotangent, dtype=np.{call.dtype})",
-        )
+    c = validate.numeric_array(cotangent, "cotangent=")
     try:
         shaped = np.broadcast_to(c.astype(call.dtype, copy=False), call.batch)
     except ValueError:

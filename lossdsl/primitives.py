@@ -19,6 +19,10 @@ class Where(sp.Function):
     """`where(cond, a, b)`: a select; derivative selects the branch derivatives."""
 
     nargs = 3
+    # A number, whatever its condition: SymPy leaves a relational argument's commutativity
+    # unknown, and a factor of unknown commutativity is kept apart in products, so the
+    # derivative of w**2 stayed 2 w**2 w' / w, NaN where the select is 0.
+    is_commutative = True
 
     @classmethod
     def eval(cls, cond: Any, a: Any, b: Any) -> Any:

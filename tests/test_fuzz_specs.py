@@ -25,14 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fuzz.compare import CHECKS, run_case  # noqa: E402
+from tests.fuzz.gen import FEATURES as GEN_FEATURES  # noqa: E402
 from tests.fuzz.gen import generate  # noqa: E402
 from tests.fuzz.render import render_case  # noqa: E402
 from tests.fuzz.specs import save_case  # noqa: E402
 from tests.fuzz.worker import Worker  # noqa: E402
 
-# Semantics beyond what main implemented when this was written (gen.FEATURES): enable each one
-# here once it has landed ("perclass", "wtotals", "nested", "cotangent", "nan").
-FEATURES: frozenset[str] = frozenset()
+# Every construct the generator knows (gen.FEATURES): per-class totals, weighted totals,
+# nested totals (rejected with a place), cotangents and NaN inputs.
+FEATURES: frozenset[str] = frozenset(GEN_FEATURES)
 SEED = 20_261_130
 N_SPECS = 100
 FULL_EVERY = 10
