@@ -223,15 +223,22 @@ def test_search_enumerates_losses_and_parameters_per_task(task: str) -> None:
             assert p.name not in loss.inputs
 
 
+def _above(a: np.ndarray, domain: object) -> np.ndarray:
+    """`a` moved above a domain's lower bound, if it has one."""
+    low = getattr(domain, "low", None)
+    return a if low is None else low + 0.1 + np.abs(a)
+
+
 def test_hyperparameter_grid_runs_without_recompiling(rng: np.random.Generator) -> None:
     results = {}
     for name in lossdsl.available(task="regression"):
         loss = lossdsl.get(name)
-        # The input encodings say what to feed: counts and variances are non-negative.
+        # The encodings and domains say what to feed: counts and variances are non-negative,
+        # squared_log_error's inputs lie above -1.
         args = [rng.normal(size=8) for _ in loss.input_info]
         args = [
-            np.abs(a) if i.encoding == "nonnegative" else a
-            for a, i in zip(args, loss.input_info, strict=True)
+            _above(np.abs(a) if i.encoding == "nonnegative" else a, d.domain)
+            for a, i, d in zip(args, loss.input_info, loss.definition.inputs, strict=True)
         ]
         for info in loss.params:
             if info.kind == "real" and info.axis is None:

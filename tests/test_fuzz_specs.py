@@ -31,9 +31,9 @@ from tests.fuzz.render import render_case  # noqa: E402
 from tests.fuzz.specs import save_case  # noqa: E402
 from tests.fuzz.worker import Worker  # noqa: E402
 
-# Every construct the generator knows (gen.FEATURES): per-class totals, weighted totals,
-# nested totals (rejected with a place), cotangents and NaN inputs.
-FEATURES: frozenset[str] = frozenset(GEN_FEATURES)
+# Every construct the generator knows (gen.FEATURES) but working nested totals: lossdsl rejects
+# total(total(...)) at check time with a place, which the tester then requires.
+FEATURES: frozenset[str] = frozenset(GEN_FEATURES) - {"nested"}
 SEED = 20_261_130
 N_SPECS = 100
 FULL_EVERY = 10

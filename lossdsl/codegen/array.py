@@ -50,6 +50,8 @@ FUNCTIONS: dict[str, str] = {
     "Maximum": "_maximum(xp, {0}, {1})",
     "Minimum": "_minimum(xp, {0}, {1})",
     "StopGradient": "_stop_gradient(xp, {0})",
+    "NanOr": "_nan_or(xp, {0}, {1})",
+    "Grouped": "({0})",
     "BinaryCrossEntropy": "_bce(xp, {0}, {1}, {2})",
     "SafePow": "_pow(xp, {0}, {1})",
 }
@@ -116,6 +118,11 @@ def _pow(xp, x, g):
 def _stop_gradient(xp, x):
     lax = getattr(xp, "lax", None)
     return x if lax is None else lax.stop_gradient(x)
+
+
+def _nan_or(xp, value, witness):
+    # A clamp's constant arm: NaN where its operand is NaN, differentiated as a constant.
+    return xp.where(witness != witness, _stop_gradient(xp, witness), value)
 
 
 def _bce(xp, p, t, floor):

@@ -32,7 +32,7 @@ import torch
 
 import lossdsl
 from lossdsl.api import check_source
-from lossdsl.errors import KernelCompileError, LossDSLError
+from lossdsl.errors import DerivationError, KernelCompileError, LossDSLError
 from tests.fuzz.gen import nests_totals
 from tests.fuzz.oracle import Data, draw, reference
 from tests.fuzz.render import render_case
@@ -148,9 +148,20 @@ def _listed(x: Any) -> list[Any]:
     return list(x) if isinstance(x, tuple) else [x]
 
 
+# The one Hessian lossdsl documents as unsupported, with a located error (README: "Batch totals
+# and weights"): value and gradient are still compared.
+_UNSUPPORTED_HESSIAN = "Hessian diagonal through a per-class total"
+
+
 def _compare64(case: dict[str, Any], loss: lossdsl.Loss, data: Data) -> None:
+    try:
+        v, g, h = evaluate(loss, case, data)
+    except DerivationError as e:
+        if _UNSUPPORTED_HESSIAN not in str(e) or e.span is None:
+            raise
+        _compare_grad(case, loss, data)
+        return
     ref = reference(case, data)
-    v, g, h = evaluate(loss, case, data)
     check("wrong-value", v, ref.value, RTOL64, FLOOR64)
     skip = data.nan_sample
     for name, a, r in zip(case["loss"]["wrt"], g, ref.grads, strict=True):
