@@ -662,14 +662,16 @@ class _Kernel:
         targets: Sequence[tuple[str, sp.Expr]],
         indent: str,
         done: set[sp.Symbol] | None = None,
+        also: Sequence[sp.Expr] = (),
     ) -> list[str]:
-        """Loads, row aggregates and CSE'd assignments for per-sample targets.
+        """Loads, row aggregates and CSE'd assignments for per-sample targets, and the loads
+        and row aggregates that the expressions `also` need (an element loop's, say).
 
         `done` holds the quantities (and loaded inputs) already computed for this sample.
         """
         em = self.em
         done = set() if done is None else done
-        exprs = [e for _, e in targets]
+        exprs = [e for _, e in targets] + list(also)
         needed = em.quantity_closure(exprs)
         free = set().union(*(e.free_symbols for e in exprs))
         for q in needed:
@@ -768,8 +770,7 @@ class _Kernel:
         inner = indent + "    "
         defs, hoisted = em.hoist([q.expr for q in qs])
         lines = [f"{indent}if _keep:"]
-        lines += self._sample([(em.name(s), e) for s, e in defs], inner, set(done))
-        lines += em.row_block(hoisted, inner, set(done))
+        lines += self._sample([(em.name(s), e) for s, e in defs], inner, set(done), hoisted)
         used = set().union(*(e.free_symbols for e in hoisted))
         lines.append(f"{inner}for _c in range(_nc):")
         lines += em.loads(used & em.elements, inner + "    ")

@@ -402,10 +402,16 @@ class _Kernel:
             f"    _scalef = {self.em.cast('_scale')}",
         ]
 
-    def _sample(self, targets: Sequence[tuple[str, sp.Expr]], done: set[sp.Symbol]) -> list[str]:
-        """Scalar loads, row aggregates (all lanes take part) and CSE'd per-row targets."""
+    def _sample(
+        self,
+        targets: Sequence[tuple[str, sp.Expr]],
+        done: set[sp.Symbol],
+        also: Sequence[sp.Expr] = (),
+    ) -> list[str]:
+        """Scalar loads, row aggregates (all lanes take part) and CSE'd per-row targets, and the
+        loads and row aggregates that the expressions `also` need."""
         em = self.em
-        exprs = [e for _, e in targets]
+        exprs = [e for _, e in targets] + list(also)
         free = set().union(*(e.free_symbols for e in exprs))
         for q in em.quantity_closure(exprs):
             free |= q.expr.free_symbols | (q.index.free_symbols if q.index is not None else set())
@@ -448,8 +454,7 @@ class _Kernel:
             return []
         em = self.em
         defs, hoisted = em.hoist([q.expr for q in qs])
-        lines = self._sample([(em.name(s), e) for s, e in defs], done)
-        lines += em.row_block(hoisted, "        ", done)  # every lane takes part
+        lines = self._sample([(em.name(s), e) for s, e in defs], done, hoisted)
         inner = "                "
         used = set().union(*(e.free_symbols for e in hoisted))
         lines += ["        if _live:", "            " + em.element_loop()]
