@@ -146,7 +146,7 @@ _FIXED_NAMES = {
     "_scalef": "scale in dtype", "_wv": "spec weight", "_w": "weight", "_val": "sample value",
     "_acc": "value accumulator", "_accw": "weight accumulator", "_nbad": "bad-row count",
     "_o": "merge offset", "_ct": "cotangent", "_V": "per-class vectors",
-    "_PV": "per-class row terms",
+    "_PV": "per-class row terms", "_has_ct": "cotangent given",
 }  # fmt: skip
 
 
