@@ -588,30 +588,28 @@ def _input_refs(e: ir.Expr) -> set[str]:
 
 
 def _no_total(e: ir.Expr, what: str, hint: str) -> None:
-    """Raise at the first `total()` in `e`, or at the call of a named loss that has one."""
-    stack = [e]
-    while stack:
-        cur = stack.pop()
+    """Raise at a `total()` in `e`, or at the call of a named loss that has one (each node of
+    the DAG and each called loss looked at once: shared locals must not multiply the walk)."""
+    memo: dict[int, bool] = {}
+    for cur in _nodes(e):
         where = None
         if isinstance(cur, ir.Total):
             where = ""
-        elif isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value):
+        elif isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value, memo):
             where = f" (loss '{cur.loss.name}', called here, uses total())"
         if where is not None:
             raise UnsupportedError(f"{what} is not supported{where}", cur.span, hint=hint)
-        stack.extend(limits.ir_children(cur))
 
 
-def _inlined_total(e: ir.Expr) -> bool:
-    stack = [e]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, ir.Total) or (
-            isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value)
-        ):
-            return True
-        stack.extend(limits.ir_children(cur))
-    return False
+def _inlined_total(e: ir.Expr, memo: dict[int, bool]) -> bool:
+    """Whether `e` or a loss it calls has a total; `memo` by the identity of loss bodies."""
+    if id(e) not in memo:
+        memo[id(e)] = any(
+            isinstance(cur, ir.Total)
+            or (isinstance(cur, ir.Inline) and _inlined_total(cur.loss.value, memo))
+            for cur in _nodes(e)
+        )
+    return memo[id(e)]
 
 
 def _nodes(e: ir.Expr) -> list[ir.Expr]:
