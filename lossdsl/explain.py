@@ -11,6 +11,7 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from lossdsl import primitives as P
+from lossdsl.aggregates import WEIGHT
 from lossdsl.derive import COEF, Derived
 from lossdsl.readable import Names, local_definitions, use_locals, used_quantities
 
@@ -58,7 +59,8 @@ class _Printer(StrPrinter):
 def _shown(expr: sp.Expr) -> sp.Expr:
     """The expression for one sample (coefficient 1) without the primitives that only steer
     rounding and NaN: a clamp's NaN-keeping arm shows as its constant, a kept group as a sum."""
-    shown = expr.subs(COEF, 1)
+    # Totals are weighted by the sample weights (`WEIGHT`): shown as the spec writes them.
+    shown = expr.subs({COEF: 1, WEIGHT: 1})
     return shown.replace(lambda e: isinstance(e, P.NanOr | P.Grouped), lambda e: e.args[0])
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import sympy as sp
 from sympy.printing.latex import LatexPrinter, greek_letters_set
 
+from lossdsl.aggregates import WEIGHT
 from lossdsl.derive import COEF, Derived
 from lossdsl.explain import formulas
 from lossdsl.readable import Names, local_definitions, used_quantities
@@ -114,7 +115,7 @@ def _definitions(
     out = []
     for q in used_quantities(derived.quantities, shown):
         name = render(rename.get(q.symbol, q.symbol))
-        body = render(q.expr.subs(index, sp.Symbol("_c")).xreplace(rename))
+        body = render(q.expr.subs({index: sp.Symbol("_c"), WEIGHT: 1}).xreplace(rename))
         if q.op == "sum":
             out.append((name, rf"\sum_{{c}} {_group(body)}"))
         elif q.op in ("max", "argmax"):

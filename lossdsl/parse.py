@@ -170,9 +170,10 @@ def read_spec(path: Path) -> str:
     try:
         # Non-blocking open: a FIFO must be refused, not waited on.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
+            os.close(fd)
+            raise LossDSLError(f"spec file {path} is not a regular file")
         with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise LossDSLError(f"spec file {path} is not a regular file")
             data = f.read(MAX_SOURCE_BYTES + 1)
     except OSError as exc:
         raise LossDSLError(f"cannot read spec file {path}: {exc.strerror}") from None

@@ -81,5 +81,9 @@ def test_every_output_element_is_written(
             monkeypatch.setattr(np, "empty", lambda *a, f=fill, **k: filled(*a, fill=f, **k))
             runs.append(_flat(_calls(loss, args, fill)))
             monkeypatch.setattr(np, "empty", empty)
+        # An element left unwritten keeps its fill (NaN, then 7.25): far outside this
+        # tolerance. Within it, a vectorised row sum may round differently with the arrays'
+        # alignment (seen once in float32 on a cold cache: 1 ulp).
+        rtol = 1e-5 if dtype == np.float32 else 1e-12
         for first, second in zip(*runs, strict=True):
-            np.testing.assert_array_equal(first, second)
+            np.testing.assert_allclose(first, second, rtol=rtol, atol=rtol)
