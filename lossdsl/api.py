@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lossdsl import host, ir, runtime
+from lossdsl import host, ir, limits, runtime
 from lossdsl.calls import (
     Call,
     Fixed,
@@ -159,6 +159,24 @@ class Loss:
             InputInfo(i.name, i.kind, i.axis, i.domain, i.encoding, i.name in d.wrt)
             for i in d.inputs
         )
+
+    @property
+    def has_totals(self) -> bool:
+        """Whether the loss uses batch totals (`total(...)`, also through a called loss): each
+        per-sample output then depends on the whole batch."""
+        seen: set[int] = set()
+        stack: list[ir.Expr] = [self.definition.value]
+        while stack:
+            e = stack.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            if isinstance(e, ir.Total):
+                return True
+            if isinstance(e, ir.Inline):
+                stack.append(e.loss.value)
+            stack.extend(limits.ir_children(e))
+        return False
 
     def __repr__(self) -> str:
         return f"<lossdsl.Loss {self.name} ({', '.join(self.inputs)}) target={self.target}>"

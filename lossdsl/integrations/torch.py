@@ -22,7 +22,6 @@ differentiated input, no class axis, no batch total); elsewhere it raises `Unsup
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -160,7 +159,7 @@ class _Ops:
         self.wrt = [self.names.index(w) for w in d.wrt]
         self.along = [i.axis is not None for i in d.inputs]
         self.ints = [i.kind == "int" for i in d.inputs]
-        self.totals = "Total(" in ir.fingerprint(d)
+        self.totals = loss.has_totals
         self.diagonal = len(d.wrt) == 1 and not any(self.along) and not self.totals
         self.scalar_params = [p for p in d.params if p.axis is None]
         self.array_params = [p for p in d.params if p.axis is not None]
@@ -270,19 +269,8 @@ class _Ops:
         return self._tensors(inputs, _as_list(self._per_sample_vjp(a[:-1], cotangent)))
 
     def _per_sample_vjp(self, a: tuple[Any, ...], cotangent: Tensor) -> Any:
-        """Gradients of sum_i cotangent_i * out_i for reduction='none'."""
-        if _HAS_COTANGENT:
-            return self._call("grad", *a, cotangent=cotangent)
-        if self.totals:
-            raise UnsupportedError(
-                f"reduction='none' backward of loss '{self.loss.name}' (it has batch totals) "
-                "needs lossdsl's cotangent= support",
-                hint="use reduction='mean' or 'sum', or upgrade lossdsl",
-            )
-        # Without totals each output depends on its own sample only: the cotangent is a weight.
-        inputs, arrays, scalars, weight, _ = a
-        scaled = cotangent if weight is None else cotangent * weight
-        return self._call("grad", inputs, arrays, scalars, scaled, "sum")
+        """Gradients of sum_i cotangent_i * out_i for reduction='none' (exact with totals)."""
+        return self._call("grad", *a, cotangent=cotangent)
 
     def _hess(self, *a: Any) -> list[Tensor]:
         inputs, reduction = a[0], a[4]
@@ -382,13 +370,6 @@ class _Ops:
             "diagonal (several differentiated inputs, a class axis or a batch total)",
             hint="double backward is exact for one-input elementwise losses (mse, huber, ...)",
         )
-
-
-def _has_cotangent() -> bool:
-    return "cotangent" in inspect.signature(lossdsl.Loss.grad).parameters
-
-
-_HAS_COTANGENT = _has_cotangent()
 
 
 def _host_array(t: Tensor, integer: bool) -> np.ndarray:
