@@ -21,6 +21,7 @@ from lossdsl.calls import (
     Call,
     Fixed,
     as_list,
+    assign_inputs,
     bind,
     check_cotangent,
     check_outputs,
@@ -159,6 +160,15 @@ class Loss:
             InputInfo(i.name, i.kind, i.axis, i.domain, i.encoding, i.name in d.wrt)
             for i in d.inputs
         )
+
+    def split_inputs(self, args: tuple[Any, ...], kw: dict[str, Any]) -> list[Any]:
+        """The loss's inputs in declaration order, from positional arguments and keywords; input
+        keywords are taken out of `kw` (what stays are parameters and options). For adapters.
+
+        Raises:
+            SpecShapeError: too many inputs, a missing one, or one given twice.
+        """
+        return list(assign_inputs(self.definition, args, kw).values())
 
     @property
     def has_totals(self) -> bool:

@@ -66,7 +66,7 @@ class JaxLoss:
             raise SpecShapeError(
                 f"unknown reduction {chosen!r}", hint="reduction is 'mean', 'sum' or 'none'"
             )
-        given = _assign(self.loss, inputs, kw)
+        given = self.loss.split_inputs(tuple(inputs), kw)
         dtype, result = self._dtypes(given)
         batch = self._batch(given)
         n = math.prod(batch)
@@ -144,23 +144,6 @@ class JaxLoss:
             bad = next(iter(kw))
             raise SpecShapeError(f"loss '{self.loss.name}' has no parameter or input '{bad}'")
         return out
-
-
-def _assign(loss: lossdsl.Loss, inputs: Sequence[Any], kw: dict[str, Any]) -> list[Any]:
-    names = loss.inputs
-    if len(inputs) > len(names):
-        raise SpecShapeError(
-            f"loss '{loss.name}' takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}"
-        )
-    out = list(inputs)
-    for name in names[len(inputs) :]:
-        if name not in kw:
-            raise SpecShapeError(
-                f"loss '{loss.name}' is missing input '{name}'",
-                hint=f"call it as f({', '.join(names)})",
-            )
-        out.append(kw.pop(name))
-    return out
 
 
 def _per_sample(

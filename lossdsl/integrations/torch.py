@@ -110,20 +110,8 @@ class LossModule(nn.Module):
 
 
 def _assign(loss: lossdsl.Loss, inputs: Sequence[Tensor], kw: dict[str, Any]) -> list[Tensor]:
-    names = loss.inputs
-    if len(inputs) > len(names):
-        raise SpecShapeError(
-            f"loss '{loss.name}' takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}"
-        )
-    out = list(inputs)
-    for name in names[len(inputs) :]:
-        if name not in kw:
-            raise SpecShapeError(
-                f"loss '{loss.name}' is missing input '{name}'",
-                hint=f"call it as f({', '.join(names)})",
-            )
-        out.append(kw.pop(name))
-    for name, t in zip(names, out, strict=True):
+    out = loss.split_inputs(tuple(inputs), kw)
+    for name, t in zip(loss.inputs, out, strict=True):
         if not isinstance(t, Tensor):
             raise SpecShapeError(
                 f"input '{name}' of loss '{loss.name}' must be a torch tensor, "
