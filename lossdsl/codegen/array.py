@@ -24,6 +24,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl.aggregates import Quantity
 from lossdsl.codegen.base import KernelSource
+from lossdsl.codegen.ties import seal, unseal
 from lossdsl.derive import COEF, Derived
 from lossdsl.errors import UnsupportedError
 
@@ -359,7 +360,8 @@ class _Module:
         signature = ", ".join(["xp", *self.args, *extra])
         body = self.prologue()
         body += self.quantity_lines(self.closure([expr], batch=False))
-        temps, result = _safe_cse(expr)
+        maxima = frozenset(q.symbol for q in self.d.quantities if q.op == "max")
+        temps, result = _safe_cse(expr, maxima)
         body += [f"    {self.name(t)} = {self.expr(e)}" for t, e in temps]
         body.append(f"    return xp.broadcast_to({self.expr(result)}, {shape})")
         return f"\n\ndef {fname}({signature}):\n" + "\n".join(body) + "\n"
@@ -430,14 +432,20 @@ class _Module:
         )
 
 
-def _safe_cse(expr: sp.Expr) -> tuple[list[tuple[sp.Symbol, sp.Expr]], sp.Expr]:
-    """CSE that never hoists a singular operation out of the select branch guarding it.
+def _safe_cse(
+    expr: sp.Expr, maxima: frozenset[sp.Symbol]
+) -> tuple[list[tuple[sp.Symbol, sp.Expr]], sp.Expr]:
+    """CSE that never hoists a singular operation out of the select branch guarding it, nor
+    regroups the operand of a tie test (codegen/ties.py).
 
     A temporary computed before the selects loses their guards; one whose singular operations
     all sit inside selects of its own keeps them, and the others are put back in place.
     """
     names = sp.numbered_symbols("_t", real=True)
-    temps, (reduced,) = sp.cse([expr], symbols=names, order="canonical")
+    (sealed,), held = seal([expr], maxima)
+    temps, (reduced,) = sp.cse([sealed], symbols=names, order="canonical")
+    temps = [(t, unseal(e, held)) for t, e in temps]
+    reduced = unseal(reduced, held)
     kept: list[tuple[sp.Symbol, sp.Expr]] = []
     inline: dict[sp.Symbol, sp.Expr] = {}
     for t, e in temps:

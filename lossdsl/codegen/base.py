@@ -22,6 +22,7 @@ from sympy.printing.pycode import PythonCodePrinter
 from lossdsl import primitives as P
 from lossdsl.aggregates import BATCH_OPS, Quantity
 from lossdsl.codegen.names import Names
+from lossdsl.codegen.ties import is_tie_test, seal, unseal
 from lossdsl.derive import COEF, Derived
 from lossdsl.errors import UnsupportedError
 
@@ -318,6 +319,7 @@ class BodyEmitter:
         self.printer = KernelPrinter(dtype, functions, target, self.names)
         self.quantities = {q.symbol: q for q in derived.quantities}
         self.argmax_of = {q.index: q for q in derived.quantities if q.op == "argmax"}
+        self.maxima = frozenset(q.symbol for q in derived.quantities if q.op == "max")
         # Per-class totals and their adjoints vary along the axis like inputs do; each is read
         # from a vector (`vector_name`) that the batch phases fill.
         self.along = [q for q in derived.quantities if q.along]
@@ -451,10 +453,18 @@ class BodyEmitter:
         if not targets:
             return []
         names, exprs = zip(*targets, strict=True)
-        temps, reduced = sp.cse(list(exprs), symbols=self._temp_symbols(), order="canonical")
+        temps, reduced = self.cse(exprs)
         lines = [f"{indent}{self.name(t)} = {self.expr(v)}" for t, v in temps]
         lines += [f"{indent}{n} = {self.expr(v)}" for n, v in zip(names, reduced, strict=True)]
         return lines
+
+    def cse(
+        self, exprs: Sequence[sp.Expr]
+    ) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
+        """Common subexpressions as temporaries; tie tests are left whole (codegen/ties.py)."""
+        sealed, held = seal(exprs, self.maxima)
+        temps, reduced = sp.cse(sealed, symbols=self._temp_symbols(), order="canonical")
+        return [(t, unseal(v, held)) for t, v in temps], [unseal(v, held) for v in reduced]
 
     def _temp_symbols(self) -> Iterator[sp.Symbol]:
         while True:
@@ -501,6 +511,8 @@ class BodyEmitter:
                 return e
             if not self.element_dependent(e):
                 return name_of(e)
+            if is_tie_test(e, self.maxima):
+                return e  # printed whole, as the maximum's operand is (codegen/ties.py)
             if e.is_Add or e.is_Mul:
                 free = [a for a in e.args if not self.element_dependent(a)]
                 dep = [visit(a) for a in e.args if self.element_dependent(a)]
@@ -552,7 +564,10 @@ class BodyEmitter:
         inner = indent + "    "
         qs = [q for q in qs if q.op != "argmax"]  # tracked beside their maxima below
         argmax = {q.symbol: a for q in qs if (a := self.argmax_of.get(q.symbol)) is not None}
-        defs, exprs = self.hoist([q.expr for q in qs])
+        # A maximum's operand is printed whole, as its tie tests print it (codegen/ties.py).
+        defs, hoisted = self.hoist([q.expr for q in qs if q.op != "max"])
+        parts = iter(hoisted)
+        exprs = [q.expr if q.op == "max" else next(parts) for q in qs]
         lines = self.assign([(self.name(s), e) for s, e in defs], indent)
         acc = {q.symbol: self.claim(f"_s{q.symbol.name[2:]}", "row accumulator") for q in qs}
         for q in qs:
@@ -566,7 +581,11 @@ class BodyEmitter:
             (self.claim(f"_v{q.symbol.name[2:]}", "row term"), e)
             for q, e in zip(qs, exprs, strict=True)
         ]
-        lines += self.assign(values, inner)
+        plain = [(v, e) for q, (v, e) in zip(qs, values, strict=True) if q.op == "max"]
+        lines += [f"{inner}{v} = {self.expr(e)}" for v, e in plain]
+        lines += self.assign(
+            [(v, e) for q, (v, e) in zip(qs, values, strict=True) if q.op != "max"], inner
+        )
         at = f"[{self.layout.sample}, {self.layout.element}]"
         lines += [
             f"{inner}{self.memo[q.expr]}{at} = {v}"

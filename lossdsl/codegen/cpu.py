@@ -28,6 +28,7 @@ from lossdsl.codegen.base import (
     vector_name,
 )
 from lossdsl.codegen.names import DTYPES, MODES, entry_name
+from lossdsl.codegen.ties import seal, unseal
 from lossdsl.derive import COEF, Derived
 
 NAME = "cpu"
@@ -517,7 +518,7 @@ class _CpuBody(BodyEmitter):
         if not targets:
             return []
         names, exprs = zip(*targets, strict=True)
-        temps, reduced = sp.cse(list(exprs), symbols=self._temp_symbols(), order="canonical")
+        temps, reduced = self.cse(exprs)
         named: dict[sp.Expr, sp.Symbol] = {}
         lines: list[str] = []
         pairs = [(self.name(t), v) for t, v in temps] + list(zip(names, reduced, strict=True))
@@ -540,9 +541,15 @@ class _CpuBody(BodyEmitter):
         return lines
 
 
-def _reread(e: sp.Expr, reread: dict[sp.Expr, sp.Symbol]) -> sp.Expr:
+def _reread(e: sp.Expr, reread: dict[sp.Expr, sp.Symbol], maxima: frozenset[sp.Symbol]) -> sp.Expr:
     """`e` with each kept summand replaced by its symbol; `exp(n a)` for a kept `exp(a)` and
-    an integer n becomes a power of it too (the Hessian of softmax has `exp(2 (x - max))`)."""
+    an integer n becomes a power of it too (the Hessian of softmax has `exp(2 (x - max))`).
+    Tie tests keep their operand as written (codegen/ties.py)."""
+    (e,), held = seal([e], maxima)
+    return unseal(_reread_sealed(e, reread), held)
+
+
+def _reread_sealed(e: sp.Expr, reread: dict[sp.Expr, sp.Symbol]) -> sp.Expr:
     e = e.xreplace(reread)
     for kept, m in reread.items():
         if not isinstance(kept, sp.exp):
@@ -907,7 +914,7 @@ class _Kernel:
             e: sp.Symbol(em.claim(f"_m{j}", "memo read"), real=True) for j, e in enumerate(em.memo)
         }
         em.elements = em.elements | frozenset(reread.values())  # per element: never hoisted
-        element = [(a, _reread(e, reread)) for a, e, along in outs if along]
+        element = [(a, _reread(e, reread, em.maxima)) for a, e, along in outs if along]
         defs, hoisted = em.hoist([e for _, e in element])
         targets = scalar + [(em.name(s), e) for s, e in defs]
         lines = self._sample(targets, indent, done) if targets else []

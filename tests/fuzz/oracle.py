@@ -284,7 +284,8 @@ def _bxent(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 _FN = {
     "abs": torch.abs,
-    "sign": torch.sign,
+    # lossdsl's sign(NaN) is NaN (NumPy, JAX; README "Numerical conventions"); torch's is 0.
+    "sign": lambda x: torch.where(torch.isnan(x), x, torch.sign(x)),
     "sqrt": torch.sqrt,
     "square": lambda x: x * x,
     "exp": torch.exp,
