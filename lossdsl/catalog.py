@@ -136,10 +136,12 @@ _FRAMEWORKS: tuple[tuple[str, str, str], ...] = (
         "needs a class index; per-image sums are batch totals",
     ),
     (
-        "Liger cross-entropy (`lse_square_scale`, `softcap`)",
-        "write it as a spec: `-log_softmax[C](z)[label] + s * logsumexp[C](z)^2`, `z = "
-        "cap * tanh(logits / cap)`",
-        "`return_lse` (a second output) is not expressible: a loss returns one value per sample",
+        "Liger `LigerCrossEntropyLoss` (`lse_square_scale`, `softcap`, `label_smoothing`, "
+        "`ignore_index`)",
+        "`sparse_cross_entropy(lse_square_scale=, softcap=)`",
+        "with class weights Liger divides the z-loss by the token count (here it is weighted "
+        "like the cross-entropy); `return_z_loss` and a returned lse (second outputs) are not "
+        "expressible: a loss returns one value per sample",
     ),
 )
 _FRAMEWORKS_HEAD = """\

@@ -276,12 +276,28 @@ def _sparse_cross_entropy(
     weight: Any = None,
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float = 0.0,
 ) -> Any:
+    torch = _torch()
     w = _class_weight(weight, x)
-    return _F().cross_entropy(
+    if softcap > 0:
+        # Liger (ops/cross_entropy.py): logits soft-capped before the softmax.
+        x = softcap * torch.tanh(x / softcap)
+    ce = _F().cross_entropy(
         x, y, weight=w, ignore_index=ignore_index, reduction=reduction,
         label_smoothing=label_smoothing,
     )  # fmt: skip
+    if lse_square_scale == 0.0:
+        return ce
+    # Liger's z-loss without class weights: lse_square_scale * lse^2 per kept token, its mean
+    # over the kept tokens (ignored rows add nothing).
+    keep = (y != ignore_index).to(x.dtype)
+    z = lse_square_scale * torch.logsumexp(x, -1) ** 2 * keep
+    if reduction == "mean":
+        # All rows ignored: torch's mean is NaN with zero gradients, and so is Liger's.
+        return ce if keep.sum() == 0 else ce + z.sum() / keep.sum()
+    return ce + _reduce(z, reduction)
 
 
 def _nll(
@@ -992,6 +1008,8 @@ ORACLES: tuple[Oracle, ...] = (
             {"weight": _W4 + 0.25, "label_smoothing": 0.2},
             {"weight": _W4},
             {"ignore_index": 2},
+            {"lse_square_scale": 1e-2},
+            {"softcap": 3.0, "label_smoothing": 0.1, "lse_square_scale": 1e-3},
         ),
         skip=_skip_wide_and_ignored,
     ),

@@ -252,3 +252,25 @@ def test_cuda_target_differentiates_the_chosen_inputs() -> None:
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.strip() == "agree"
+
+
+def test_torch_adapter_differentiates_the_chosen_inputs(rng: np.random.Generator) -> None:
+    torch = pytest.importorskip("torch")
+    from lossdsl.integrations.torch import LossModule, loss_fn
+
+    s, t = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    ours = [torch.tensor(a, requires_grad=True) for a in (s, t)]
+    ref = [torch.tensor(a, requires_grad=True) for a in (s, t)]
+    f = loss_fn(lossdsl.compile(USER), wrt=("student", "teacher"))
+    f(*ours, temperature=1.5).backward()
+    _distill_torch(*ref, "mean", temperature=1.5).backward()
+    for a, b in zip(ours, ref, strict=True):
+        assert_close(a.grad.numpy(), b.grad.numpy())
+    # The module form: KL divergence between two networks' log-probabilities.
+    p, q = (torch.log_softmax(torch.tensor(rng.normal(size=(4, 3))), -1) for _ in range(2))
+    pa, qa = p.clone().requires_grad_(), q.clone().requires_grad_(True)
+    pb, qb = p.clone().requires_grad_(), q.clone().requires_grad_(True)
+    LossModule("kl_div_batchmean", wrt=("pred", "target"), log_target=1)(pa, qa).backward()
+    torch.nn.functional.kl_div(pb, qb, reduction="batchmean", log_target=True).backward()
+    assert_close(pa.grad.numpy(), pb.grad.numpy())
+    assert_close(qa.grad.numpy(), qb.grad.numpy())
