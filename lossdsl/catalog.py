@@ -138,9 +138,9 @@ _FRAMEWORKS: tuple[tuple[str, str, str], ...] = (
     (
         "Liger `LigerCrossEntropyLoss` (`lse_square_scale`, `softcap`, `label_smoothing`, "
         "`ignore_index`)",
-        "`sparse_cross_entropy(lse_square_scale=, softcap=)`",
-        "with class weights Liger divides the z-loss by the token count (here it is weighted "
-        "like the cross-entropy); `return_z_loss` and a returned lse (second outputs) are not "
+        "`liger_cross_entropy`",
+        "no class weights (Liger divides their z-loss by the token count, the rest by the "
+        "weight sum); `return_z_loss` and a returned lse (second outputs) are not "
         "expressible: a loss returns one value per sample",
     ),
 )

@@ -276,20 +276,29 @@ def _sparse_cross_entropy(
     weight: Any = None,
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
-    lse_square_scale: float = 0.0,
-    softcap: float = 0.0,
 ) -> Any:
-    torch = _torch()
     w = _class_weight(weight, x)
-    if softcap > 0:
-        # Liger (ops/cross_entropy.py): logits soft-capped before the softmax.
-        x = softcap * torch.tanh(x / softcap)
-    ce = _F().cross_entropy(
+    return _F().cross_entropy(
         x, y, weight=w, ignore_index=ignore_index, reduction=reduction,
         label_smoothing=label_smoothing,
     )  # fmt: skip
-    if lse_square_scale == 0.0:
-        return ce
+
+
+def _liger_cross_entropy(
+    x: Any,
+    y: Any,
+    reduction: str,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float = 0.0,
+) -> Any:
+    # liger_kernel/ops/cross_entropy.py (no class weights), transcribed: logits soft-capped
+    # before the softmax, torch's cross-entropy of them, plus the z-loss.
+    torch = _torch()
+    if softcap > 0:
+        x = softcap * torch.tanh(x / softcap)
+    ce = _sparse_cross_entropy(x, y, reduction, None, ignore_index, label_smoothing)
     # Liger's z-loss without class weights: lse_square_scale * lse^2 per kept token, its mean
     # over the kept tokens (ignored rows add nothing).
     keep = (y != ignore_index).to(x.dtype)
@@ -1008,10 +1017,21 @@ ORACLES: tuple[Oracle, ...] = (
             {"weight": _W4 + 0.25, "label_smoothing": 0.2},
             {"weight": _W4},
             {"ignore_index": 2},
-            {"lse_square_scale": 1e-2},
-            {"softcap": 3.0, "label_smoothing": 0.1, "lse_square_scale": 1e-3},
         ),
         skip=_skip_wide_and_ignored,
+    ),
+    Oracle(
+        "liger_cross_entropy",
+        "liger_kernel LigerCrossEntropyLoss (transcribed)",
+        _liger_cross_entropy,
+        _labels,
+        (
+            {},
+            {"lse_square_scale": 1e-2},
+            {"softcap": 3.0, "label_smoothing": 0.1, "lse_square_scale": 1e-3},
+            {"softcap": 30.0, "ignore_index": 2},
+        ),
+        skip=frozenset({(3, "ignored_rows"), (3, "all_ignored")}),
     ),
     Oracle(
         "nll",
