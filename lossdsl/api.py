@@ -9,6 +9,7 @@ parameter domains before any kernel runs, and report problems as `LossDSLError`s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -40,6 +41,7 @@ from lossdsl.errors import (
 )
 from lossdsl.parse import parse_spec, read_spec
 from lossdsl.registry import Registry
+from lossdsl.wrt import with_wrt
 
 if TYPE_CHECKING:
     from lossdsl.derive import Derived
@@ -104,6 +106,8 @@ class Loss:
         self._key = runtime.cache_key(ir.fingerprint(definition), target)
         # Validated calls by argument signature (shapes, dtypes, parameter values): see plan_key.
         self._plans: dict[tuple[Any, ...], Call] = {}
+        # The same loss differentiating other inputs, by the `wrt=` tuple asked for.
+        self._views: dict[tuple[Any, ...], Loss] = {}
 
     # -- description --------------------------------------------------------------------------
 
@@ -245,6 +249,25 @@ class Loss:
         other._derived = self._derived
         return other
 
+    def with_wrt(self, wrt: str | Sequence[str]) -> Loss:
+        """This loss differentiating the inputs `wrt` names, in that order (made once, then
+        memoised; its kernels are derived, compiled and cached on first use like any other).
+        The `wrt=` keyword of the gradient methods runs through it.
+
+        Raises:
+            SpecNameError: a name that is not an input, or one given twice.
+            SpecShapeError: no name, an integer (label) input, or one the reduction weight reads.
+        """
+        key = tuple(wrt) if isinstance(wrt, tuple | list) else (wrt,)
+        view = self._views.get(key) if all(isinstance(k, str) for k in key) else None
+        if view is None:
+            definition = with_wrt(self.definition, key)
+            view = self
+            if definition is not self.definition:
+                view = Loss(definition, self.target, self.specialize)
+            self._views[key] = view
+        return view
+
     def compile(self) -> Loss:
         """Load (and if needed generate) the kernel module a call with default parameters
         runs now, rather than on the first call."""
@@ -295,6 +318,7 @@ class Loss:
         sample_weight: Any = None,
         out: Any = None,
         cotangent: Any = None,
+        wrt: str | Sequence[str] | None = None,
         **kw: Any,
     ) -> tuple[Any, Any]:
         """(value, gradient); several `wrt` inputs give a tuple of gradients.
@@ -306,8 +330,13 @@ class Loss:
         `cotangent` (with reduction='none' only; broadcast to the batch shape) gives the
         vector-Jacobian product: the gradient of sum_i cotangent_i * out_i, where out_i are the
         per-sample outputs returned as the value (batch totals included exactly).
+
+        `wrt` (an input name or a sequence of them) differentiates those inputs instead of the
+        spec's `wrt`: one name gives one gradient, several a tuple in the order named
+        (`out` then follows that order). Integer (label) inputs cannot be differentiated.
         """
-        value, grads, _ = self._run("grad", args, kw, reduction, sample_weight, out, cotangent)
+        loss = self if wrt is None else self.with_wrt(wrt)
+        value, grads, _ = loss._run("grad", args, kw, reduction, sample_weight, out, cotangent)
         return value, grads
 
     def grad(
@@ -317,10 +346,12 @@ class Loss:
         sample_weight: Any = None,
         out: Any = None,
         cotangent: Any = None,
+        wrt: str | Sequence[str] | None = None,
         **kw: Any,
     ) -> Any:
-        """The gradient only; `out` and `cotangent` as for `value_and_grad`."""
-        return self._run("grad", args, kw, reduction, sample_weight, out, cotangent)[1]
+        """The gradient only; `out`, `cotangent` and `wrt` as for `value_and_grad`."""
+        loss = self if wrt is None else self.with_wrt(wrt)
+        return loss._run("grad", args, kw, reduction, sample_weight, out, cotangent)[1]
 
     def hessian_diag(
         self,
@@ -329,15 +360,17 @@ class Loss:
         sample_weight: Any = None,
         out: Any = None,
         cotangent: Any = None,
+        wrt: str | Sequence[str] | None = None,
         **kw: Any,
     ) -> Any:
         """Diagonal of the Hessian of the reduced loss, shaped like each `wrt` input.
 
         `out` receives it (as for `value_and_grad`); the gradient computed alongside goes to a
         reused per-thread scratch array. With `cotangent`, the Hessian diagonal of
-        sum_i cotangent_i * out_i.
+        sum_i cotangent_i * out_i. `wrt` as for `value_and_grad`.
         """
-        return self._run("hess", args, kw, reduction, sample_weight, out, cotangent)[2]
+        loss = self if wrt is None else self.with_wrt(wrt)
+        return loss._run("hess", args, kw, reduction, sample_weight, out, cotangent)[2]
 
     def value_grad_hess(
         self,
@@ -345,11 +378,13 @@ class Loss:
         reduction: str | None = None,
         sample_weight: Any = None,
         cotangent: Any = None,
+        wrt: str | Sequence[str] | None = None,
         **kw: Any,
     ) -> tuple[Any, Any, Any]:
         """Value, gradient and Hessian diagonal from one fused pass (`cotangent` as for
-        `value_and_grad`)."""
-        return self._run("hess", args, kw, reduction, sample_weight, None, cotangent, fresh=True)
+        `value_and_grad`), for the inputs `wrt` names (default: the spec's own)."""
+        loss = self if wrt is None else self.with_wrt(wrt)
+        return loss._run("hess", args, kw, reduction, sample_weight, None, cotangent, fresh=True)
 
     def grad_hess(
         self,
@@ -357,6 +392,7 @@ class Loss:
         reduction: str = "sum",
         sample_weight: Any = None,
         out: Any = None,
+        wrt: str | Sequence[str] | None = None,
         **kw: Any,
     ) -> tuple[Any, Any]:
         """(gradient, Hessian diagonal) per sample, as a gradient-boosting objective needs them.
@@ -364,7 +400,8 @@ class Loss:
         The default reduction is "sum" (not the spec's): sample i gets w_i dl_i and
         w_i d2l_i, never divided by N. `out` is a pair (gradient array, Hessian array), each
         as for `value_and_grad` (a tuple per array for several `wrt` inputs); both are
-        written and returned. No per-sample value array is written.
+        written and returned. No per-sample value array is written. `wrt` as for
+        `value_and_grad`.
         """
         if out is not None and not (isinstance(out, tuple | list) and len(out) == 2):
             raise SpecShapeError("out= for grad_hess is a pair (gradient, hessian)")
@@ -378,7 +415,8 @@ class Loss:
                 "out= for grad_hess: the gradient and Hessian arrays overlap",
                 hint="give each its own array (np.empty_like twice)",
             )
-        _, grads, hess = self._run(
+        loss = self if wrt is None else self.with_wrt(wrt)
+        _, grads, hess = loss._run(
             "hess", args, kw, reduction, sample_weight, hess_out, fresh=True, grad_out=grad_out
         )
         return grads, hess

@@ -22,6 +22,136 @@ Parameters are kernel arguments: pass them per call, e.g. `loss(pred, target, de
 """
 
 
+# Framework functions -> the loss and options that reproduce them, and what still differs
+# (kept by hand: each spec names its own counterpart in its header comment).
+_FRAMEWORKS: tuple[tuple[str, str, str], ...] = (
+    (
+        "torch `mse_loss`, `l1_loss` (`weight=`)",
+        "`mse`, `l1` with `sample_weight=`",
+        "none: torch's weighted mean also divides by the weight sum",
+    ),
+    (
+        "torch `huber_loss(weight=)`",
+        "`weighted_huber` (the weight is an input)",
+        "none: its mean divides by N",
+    ),
+    (
+        "torch `MultiLabelSoftMarginLoss(weight=)`",
+        "`multilabel_soft_margin`",
+        "none",
+    ),
+    (
+        "torch `BCEWithLogitsLoss(pos_weight=vector)` on (N, C)",
+        "`multilabel_soft_margin(pos_weight=)`",
+        "`mean` equal; torch's `sum` is C times ours, its `none` keeps N x C elements "
+        "(ours: row means)",
+    ),
+    (
+        "torch `MultiLabelMarginLoss`",
+        "not expressible",
+        "needs a sum over pairs of classes (two axes); the language has one axis",
+    ),
+    (
+        "Keras `CategoricalCrossentropy` (`from_logits=False`)",
+        "`categorical_crossentropy`",
+        "none (renormalised, clipped at 1e-7)",
+    ),
+    (
+        "Keras `CategoricalCrossentropy(from_logits=True)`",
+        "`cross_entropy`",
+        "none",
+    ),
+    (
+        "Keras `SparseCategoricalCrossentropy` (`from_logits=False`)",
+        "`sparse_categorical_crossentropy`",
+        "`ignore_class=`: pass `sample_weight` 0 instead",
+    ),
+    (
+        "Keras `SparseCategoricalCrossentropy(from_logits=True)`",
+        "`sparse_cross_entropy`",
+        "none",
+    ),
+    (
+        "Keras `KLDivergence`",
+        "`kl_divergence`",
+        "none (both inputs clipped at 1e-7)",
+    ),
+    (
+        "Keras `BinaryFocalCrossentropy`",
+        "`binary_focal_crossentropy`",
+        "on (N, K) inputs Keras averages the K columns first; `from_logits=True` is not a "
+        "parameter",
+    ),
+    (
+        "Keras `CategoricalFocalCrossentropy`",
+        "`categorical_focal_crossentropy`",
+        "`from_logits=True` is not a parameter",
+    ),
+    (
+        "Keras `BinaryCrossentropy(from_logits=True)` on (N, C)",
+        "`multilabel_soft_margin`",
+        "none",
+    ),
+    (
+        "Keras `Dice`, `Tversky` (`axis=None`)",
+        "`dice(smooth=0, eps=1e-7)`, `tversky(smooth=0, eps=1e-7)`",
+        "other `axis=` values (per-image sums) are not expressible: totals run over the "
+        "whole batch",
+    ),
+    (
+        "Keras reductions",
+        "`sum_over_batch_size` is `mean`",
+        "element-wise losses on (N, C) inputs: Keras averages each row first, so its "
+        "`sum` is ours divided by C",
+    ),
+    (
+        "optax `cosine_distance(epsilon=0)`",
+        "`cosine_distance`",
+        "none (a zero vector gives NaN, as in Optax)",
+    ),
+    (
+        "optax `cosine_similarity`",
+        "`-cosine_similarity`",
+        "sign: lossdsl's is Keras' (a loss)",
+    ),
+    (
+        "optax `multiclass_hinge_loss`",
+        "`multiclass_hinge`",
+        "labels are passed one-hot",
+    ),
+    (
+        "optax `poly_loss_cross_entropy` (soft labels)",
+        "`poly_cross_entropy`",
+        "none",
+    ),
+    (
+        "optax `triplet_margin_loss`",
+        "`triplet_margin_optax`",
+        "a tie at the hinge gives the active side's gradient (JAX: half)",
+    ),
+    (
+        "optax `dice_loss`, `tversky`, `jaccard` (per class, on logits)",
+        "`dice`, `tversky`, `jaccard` on probabilities; per-class Dice as in the README",
+        "softmax inside per-class totals has no Hessian diagonal; `ignore_background` "
+        "needs a class index; per-image sums are batch totals",
+    ),
+    (
+        "Liger `LigerCrossEntropyLoss` (`lse_square_scale`, `softcap`, `label_smoothing`, "
+        "`ignore_index`)",
+        "`liger_cross_entropy`",
+        "no class weights (Liger divides their z-loss by the token count, the rest by the "
+        "weight sum); `return_z_loss` and a returned lse (second outputs) are not "
+        "expressible: a loss returns one value per sample",
+    ),
+)
+_FRAMEWORKS_HEAD = """\
+## Framework flavours
+
+Where to find a framework's loss, and what still differs. Each row is tested against the
+framework's own function (PyTorch) or a transcription of its source (Keras, Optax) in float64.
+"""
+
+
 def render_catalog() -> str:
     """Markdown for every built-in loss, grouped by task in the order of `check.TASKS`.
 
@@ -30,7 +160,7 @@ def render_catalog() -> str:
     """
     names = [n for n in api.available() if api.is_builtin(n)]
     losses = [api.get(n) for n in names]
-    parts = [_TITLE, _index(losses)]
+    parts = [_TITLE, _index(losses), _frameworks()]
     for task in TASKS:
         group = [loss for loss in losses if loss.task == task]
         if group:
@@ -42,8 +172,15 @@ def render_catalog() -> str:
 def _index(losses: list[api.Loss]) -> str:
     rows = ["| loss | task | matches |", "|---|---|---|"]
     for loss in losses:
-        rows.append(f"| [`{loss.name}`](#{loss.name}) | {loss.task} | {_reference(loss)} |")
+        matches = counterpart(loss).replace("|", "\\|")
+        rows.append(f"| [`{loss.name}`](#{loss.name}) | {loss.task} | {matches} |")
     return "\n".join(rows) + "\n"
+
+
+def _frameworks() -> str:
+    rows = ["| framework function | lossdsl | remaining deviation |", "|---|---|---|"]
+    rows += [f"| {a} | {b} | {c} |" for a, b, c in _FRAMEWORKS]
+    return _FRAMEWORKS_HEAD + "\n" + "\n".join(rows) + "\n"
 
 
 def _entry(loss: api.Loss) -> str:
@@ -89,12 +226,13 @@ def header_comment(d: ir.LossDef) -> str:
     return "\n".join(reversed(out))
 
 
-def _reference(loss: api.Loss) -> str:
-    """The framework function on the header's `Matches` line, up to its first clause break."""
-    for line in header_comment(loss.definition).splitlines():
-        if "Matches " in line:
-            return _first_clause(line.split("Matches ", 1)[1]).replace("|", "\\|")
-    return ""
+def counterpart(loss: api.Loss) -> str:
+    """The framework function a loss reproduces: its header's `Matches` line up to the first
+    clause break ("" where the header names none). `lossdsl list` and the index show it."""
+    text = " ".join(line.strip() for line in header_comment(loss.definition).splitlines())
+    if "Matches " not in text:
+        return ""
+    return _first_clause(text.split("Matches ", 1)[1])
 
 
 def _first_clause(text: str) -> str:

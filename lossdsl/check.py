@@ -574,6 +574,10 @@ def _domain(d: n.Domain | None) -> ir.Domain | None:
     return ir.Domain(d.low, d.high, d.low_closed, d.high_closed)
 
 
+# Keywords of `Loss` calls (besides inputs and parameters): no input or parameter may take them.
+CALL_KEYWORDS = frozenset(("reduction", "sample_weight", "out", "cotangent", "wrt"))
+
+
 def _check_identifier(name: str, span: Span, what: str) -> None:
     if name.startswith("_"):
         raise SpecNameError(
@@ -581,6 +585,11 @@ def _check_identifier(name: str, span: Span, what: str) -> None:
         )
     if keyword.iskeyword(name) and what == "loss":
         raise SpecNameError(f"loss name '{name}' is a Python keyword", span, hint="rename it")
+    if name in CALL_KEYWORDS and what in ("input", "parameter"):
+        # Inputs and parameters are passed by keyword beside these options of every call.
+        raise SpecNameError(
+            f"{what} name '{name}' is a keyword of every loss call", span, hint="rename it"
+        )
 
 
 def _input_refs(e: ir.Expr) -> set[str]:

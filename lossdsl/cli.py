@@ -114,6 +114,8 @@ def _resolve(spec: str, name: str | None, target: str = "cpu") -> api.Loss:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from lossdsl.catalog import counterpart
+
     if args.task is not None:
         api.available(task=args.task)  # an unknown task is an error with close matches
     names = api.available()
@@ -128,7 +130,9 @@ def _list(args: argparse.Namespace) -> int:
             failed = True
             continue
         if args.task is None or loss.task == args.task:
-            print(f"{name:<{width}}  {loss.task:<12}  {loss.definition.summary}")
+            matches = counterpart(loss)
+            shown = f"  [{matches}]" if matches else ""
+            print(f"{name:<{width}}  {loss.task:<12}  {loss.definition.summary}{shown}")
     return 2 if failed else 0
 
 

@@ -117,12 +117,18 @@ def _F() -> Any:
 # -- references: regression --------------------------------------------------------------------
 
 
-def _mse(p: Any, t: Any, reduction: str) -> Any:
-    return _F().mse_loss(p, t, reduction=reduction)
+def _mse(p: Any, t: Any, reduction: str, sample_weight: Any = None) -> Any:
+    # torch's element-wise weight= divides the mean by sum(weight): lossdsl's sample_weight.
+    return _F().mse_loss(p, t, reduction=reduction, weight=sample_weight)
 
 
-def _l1(p: Any, t: Any, reduction: str) -> Any:
-    return _F().l1_loss(p, t, reduction=reduction)
+def _l1(p: Any, t: Any, reduction: str, sample_weight: Any = None) -> Any:
+    return _F().l1_loss(p, t, reduction=reduction, weight=sample_weight)
+
+
+def _weighted_huber(p: Any, t: Any, w: Any, reduction: str, delta: float = 1.0) -> Any:
+    # huber_loss(weight=) divides its mean by the element count, not by sum(weight).
+    return _F().huber_loss(p, t, reduction=reduction, delta=delta, weight=w)
 
 
 def _huber(p: Any, t: Any, reduction: str, delta: float = 1.0) -> Any:
@@ -278,6 +284,31 @@ def _sparse_cross_entropy(
     )  # fmt: skip
 
 
+def _liger_cross_entropy(
+    x: Any,
+    y: Any,
+    reduction: str,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float = 0.0,
+) -> Any:
+    # liger_kernel/ops/cross_entropy.py (no class weights), transcribed: logits soft-capped
+    # before the softmax, torch's cross-entropy of them, plus the z-loss.
+    torch = _torch()
+    if softcap > 0:
+        x = softcap * torch.tanh(x / softcap)
+    ce = _sparse_cross_entropy(x, y, reduction, None, ignore_index, label_smoothing)
+    # Liger's z-loss without class weights: lse_square_scale * lse^2 per kept token, its mean
+    # over the kept tokens (ignored rows add nothing).
+    keep = (y != ignore_index).to(x.dtype)
+    z = lse_square_scale * torch.logsumexp(x, -1) ** 2 * keep
+    if reduction == "mean":
+        # All rows ignored: torch's mean is NaN with zero gradients, and so is Liger's.
+        return ce if keep.sum() == 0 else ce + z.sum() / keep.sum()
+    return ce + _reduce(z, reduction)
+
+
 def _nll(
     lp: Any,
     y: Any,
@@ -329,6 +360,93 @@ def _poly1(x: Any, y: Any, reduction: str, epsilon: float = 1.0) -> Any:
     return _reduce(F.cross_entropy(x, y, reduction="none") + epsilon * (1 - pt), reduction)
 
 
+def _multilabel_soft_margin(
+    x: Any, t: Any, reduction: str, weight: Any = None, pos_weight: Any = None
+) -> Any:
+    w = _class_weight(weight, x)
+    if pos_weight is None:
+        return _F().multilabel_soft_margin_loss(x, t, weight=w, reduction=reduction)
+    # torch's BCEWithLogitsLoss(pos_weight=vector, weight=vector) on (N, C): its mean is the
+    # mean of the row means; the per-sample value is the row mean.
+    pw = _class_weight(pos_weight, x)
+    per = _F().binary_cross_entropy_with_logits(x, t, weight=w, pos_weight=pw, reduction="none")
+    if reduction == "mean":
+        return _F().binary_cross_entropy_with_logits(x, t, weight=w, pos_weight=pw)
+    return _reduce(per.mean(-1), reduction)
+
+
+def _poly_cross_entropy(x: Any, t: Any, reduction: str, epsilon: float = 2.0) -> Any:
+    # optax.losses.poly_loss_cross_entropy, transcribed (softmax_cross_entropy plus
+    # epsilon * sum(labels * (1 - softmax))).
+    torch = _torch()
+    ce = -(t * torch.log_softmax(x, -1)).sum(-1)
+    return _reduce(ce + epsilon * (t * (1 - torch.softmax(x, -1))).sum(-1), reduction)
+
+
+# Keras transcriptions (keras/src/losses/losses.py and backend nn.py, from_logits=False): the
+# prediction is renormalised along the class axis and clipped to [eps, 1 - eps] before the log.
+
+
+def _keras_probs(p: Any, eps: float) -> Any:
+    return _torch().clamp(p / p.sum(-1, keepdim=True), eps, 1.0 - eps)
+
+
+def _keras_smooth(t: Any, label_smoothing: float) -> Any:
+    return t * (1.0 - label_smoothing) + label_smoothing / t.shape[-1]
+
+
+def _categorical_crossentropy(
+    p: Any, t: Any, reduction: str, label_smoothing: float = 0.0, eps: float = 1e-7
+) -> Any:
+    t = _keras_smooth(t, label_smoothing)
+    return _reduce(-(t * _torch().log(_keras_probs(p, eps))).sum(-1), reduction)
+
+
+def _sparse_categorical_crossentropy(p: Any, y: Any, reduction: str, eps: float = 1e-7) -> Any:
+    lp = _torch().log(_keras_probs(p, eps))
+    return _reduce(-lp.gather(-1, y[..., None])[..., 0], reduction)
+
+
+def _kl_divergence(p: Any, t: Any, reduction: str, eps: float = 1e-7) -> Any:
+    torch = _torch()
+    t, p = torch.clamp(t, eps, 1.0), torch.clamp(p, eps, 1.0)
+    return _reduce((t * torch.log(t / p)).sum(-1), reduction)
+
+
+def _binary_focal_crossentropy(
+    p: Any,
+    t: Any,
+    reduction: str,
+    gamma: float = 2.0,
+    alpha: float = 0.25,
+    apply_class_balancing: int = 0,
+    label_smoothing: float = 0.0,
+    eps: float = 1e-7,
+) -> Any:
+    torch = _torch()
+    t = t * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    q = torch.clamp(p, eps, 1.0 - eps)
+    bce = -(t * torch.log(q) + (1.0 - t) * torch.log(1.0 - q))
+    focal = (1.0 - (t * p + (1 - t) * (1 - p))) ** gamma * bce
+    if apply_class_balancing:
+        focal = (t * alpha + (1 - t) * (1 - alpha)) * focal
+    return _reduce(focal, reduction)
+
+
+def _categorical_focal_crossentropy(
+    p: Any,
+    t: Any,
+    reduction: str,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    label_smoothing: float = 0.0,
+    eps: float = 1e-7,
+) -> Any:
+    t = _keras_smooth(t, label_smoothing)
+    q = _keras_probs(p, eps)
+    return _reduce((alpha * (1.0 - q) ** gamma * -t * _torch().log(q)).sum(-1), reduction)
+
+
 # -- references: margin and embedding ----------------------------------------------------------
 
 
@@ -354,6 +472,12 @@ def _multi_margin(
 ) -> Any:
     w = _class_weight(weight, x)
     return _F().multi_margin_loss(x, y, p=p, margin=margin, weight=w, reduction=reduction)
+
+
+def _multiclass_hinge(s: Any, t: Any, reduction: str) -> Any:
+    # optax.losses.multiclass_hinge_loss with its one_hot(labels) given: max(s + 1 - onehot)
+    # - dot(s, onehot). amax shares a tie's gradient evenly, as jnp.max does.
+    return _reduce((s + 1.0 - t).amax(-1) - (s * t).sum(-1), reduction)
 
 
 def _soft_margin(p: Any, t: Any, reduction: str) -> Any:
@@ -401,20 +525,52 @@ def _triplet_margin(
     )
 
 
+def _cosine_distance(p: Any, t: Any, reduction: str, epsilon: float = 0.0) -> Any:
+    # optax.losses.cosine_distance: 1 - sum(a / sqrt(clip(|a|^2, eps)) * b / ...), transcribed.
+    torch = _torch()
+    a = p / torch.sqrt(torch.clamp((p * p).sum(-1, keepdim=True), min=epsilon))
+    b = t / torch.sqrt(torch.clamp((t * t).sum(-1, keepdim=True), min=epsilon))
+    return _reduce(1.0 - (a * b).sum(-1), reduction)
+
+
+def _triplet_margin_optax(
+    a: Any,
+    pos: Any,
+    neg: Any,
+    reduction: str,
+    margin: float = 1.0,
+    norm_degree: float = 2.0,
+    eps: float = 1e-6,
+) -> Any:
+    # optax.losses.triplet_margin_loss, transcribed: (sum (a - b)^q + eps)^(1 / q).
+    torch = _torch()
+    dp = (((a - pos) ** norm_degree).sum(-1) + eps) ** (1.0 / norm_degree)
+    dn = (((a - neg) ** norm_degree).sum(-1) + eps) ** (1.0 / norm_degree)
+    return _reduce(torch.clamp(dp - dn + margin, min=0.0), reduction)
+
+
 # -- references: segmentation and detection ----------------------------------------------------
 
 
-def _dice(p: Any, t: Any, reduction: str, smooth: float = 1.0) -> Any:
-    value = 1 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth)
+def _dice(p: Any, t: Any, reduction: str, smooth: float = 1.0, eps: float = 0.0) -> Any:
+    # With smooth = 0, eps = 1e-7: keras.losses.Dice(axis=None), 1 - 2I / (T + P + epsilon).
+    value = 1 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth + eps)
     return _batch_value(value, p.shape[0], reduction)
 
 
 def _tversky(
-    p: Any, t: Any, reduction: str, alpha: float = 0.5, beta: float = 0.5, smooth: float = 1.0
+    p: Any,
+    t: Any,
+    reduction: str,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    smooth: float = 1.0,
+    eps: float = 0.0,
 ) -> Any:
-    # segmentation_models_pytorch TverskyLoss (one channel), transcribed.
+    # segmentation_models_pytorch TverskyLoss (one channel), transcribed; with smooth = 0 and
+    # eps = 1e-7, keras.losses.Tversky(axis=None).
     tp, fp, fn = (p * t).sum(), (p * (1 - t)).sum(), ((1 - p) * t).sum()
-    value = 1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+    value = 1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth + eps)
     return _batch_value(value, p.shape[0], reduction)
 
 
@@ -681,6 +837,54 @@ def _masks(rng: np.random.Generator) -> dict[str, Inputs]:
     }
 
 
+def _weighted_pairs(rng: np.random.Generator) -> dict[str, Inputs]:
+    cases = _huber_pair(rng)
+    w = rng.uniform(0.0, 2.0, 7)
+    out = {k: (p, t, w[: p.shape[0]].copy()) for k, (p, t) in cases.items()}
+    zero = out["typical"][2].copy()
+    zero[[0, 3]] = 0.0
+    out["zero_weights"] = (*out["typical"][:2], zero)
+    return out
+
+
+def _multilabel(rng: np.random.Generator) -> dict[str, Inputs]:
+    x = _normal(rng, 5, 4, scale=2.0)
+    t = rng.integers(0, 2, (5, 4)).astype(np.float64)
+    big = np.array([[1e4, -1e4, 40.0, -40.0], [0.0, 3.0, -3.0, 1e3]])
+    return {"typical": (x, t), "soft_targets": (x, _prob(rng, 5, 4)),
+            "extreme": (big, np.array([[1.0, 0, 0, 1], [1, 0.5, 0, 0]])),
+            "batch_of_one": (x[:1], t[:1])}  # fmt: skip
+
+
+def _one_hot_scores(rng: np.random.Generator) -> dict[str, Inputs]:
+    s, t = _normal(rng, 6, 4), np.eye(4)[rng.integers(0, 4, 6)]
+    # Row 0: the true class wins by exactly the margin; row 1: a tie between two others.
+    kinks = np.array([[2.0, 1.0, 0.5, -1.0], [0.0, 3.0, 3.0, 1.0]])
+    return {"typical": (s, t), "kinks": (kinks, np.eye(4)[[0, 0]]),
+            "batch_of_one": (s[:1], t[:1])}  # fmt: skip
+
+
+def _soft_classes(rng: np.random.Generator) -> dict[str, Inputs]:
+    x = _normal(rng, 5, 4, scale=2.0)
+    return {"typical": (x, _simplex(rng, 5, 4)), "one_hot": (x, np.eye(4)[rng.integers(0, 4, 5)]),
+            "batch_of_one": (x[:1], _simplex(rng, 1, 4))}  # fmt: skip
+
+
+def _probability_rows(rng: np.random.Generator) -> dict[str, Inputs]:
+    """Keras probability inputs: softmax-like rows (some not normalised), exact 0 and 1."""
+    p, t = _simplex(rng, 5, 4), _simplex(rng, 5, 4)
+    edge = np.array([[1.0, 0.0, 0.0, 0.0], [0.2, 0.3, 0.1, 0.9]])  # one-hot; sums to 1.5
+    return {"typical": (p, t), "one_hot": (p, np.eye(4)[rng.integers(0, 4, 5)]),
+            "edges": (edge, np.array([[0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])),
+            "batch_of_one": (p[:1], t[:1])}  # fmt: skip
+
+
+def _probability_labels(rng: np.random.Generator) -> dict[str, Inputs]:
+    cases = _probability_rows(rng)
+    return {k: (p, np.argmax(t, -1) if k != "edges" else np.array([0, 3]))
+            for k, (p, t) in cases.items()}  # fmt: skip
+
+
 def _box_pairs(rng: np.random.Generator) -> dict[str, Inputs]:
     b1, b2 = _boxes(rng, 5), _boxes(rng, 5)
     same = b1[:2].copy()
@@ -698,6 +902,10 @@ def _scores(rng: np.random.Generator) -> dict[str, Inputs]:
 
 def _one_score(rng: np.random.Generator) -> dict[str, Inputs]:
     return {k: v[1:] for k, v in _scores(rng).items()}
+
+
+def _drop(cases: dict[str, Inputs], name: str) -> dict[str, Inputs]:
+    return {k: v for k, v in cases.items() if k != name}
 
 
 # -- the table ---------------------------------------------------------------------------------
@@ -813,6 +1021,19 @@ ORACLES: tuple[Oracle, ...] = (
         skip=_skip_wide_and_ignored,
     ),
     Oracle(
+        "liger_cross_entropy",
+        "liger_kernel LigerCrossEntropyLoss (transcribed)",
+        _liger_cross_entropy,
+        _labels,
+        (
+            {},
+            {"lse_square_scale": 1e-2},
+            {"softcap": 3.0, "label_smoothing": 0.1, "lse_square_scale": 1e-3},
+            {"softcap": 30.0, "ignore_index": 2},
+        ),
+        skip=frozenset({(3, "ignored_rows"), (3, "all_ignored")}),
+    ),
+    Oracle(
         "nll",
         "torch.nn.functional.nll_loss",
         _nll,
@@ -897,13 +1118,25 @@ ORACLES: tuple[Oracle, ...] = (
         _triplets,
         ({}, {"swap": 1}, {"p": 1.0, "margin": 2.0}, {"p": 3.0, "swap": 1}),
     ),
-    Oracle("dice", "smp DiceLoss (one channel)", _dice, _masks, ({}, {"smooth": 0.0})),
+    Oracle(
+        "dice",
+        "smp DiceLoss (one channel); keras.losses.Dice",
+        _dice,
+        _masks,
+        ({}, {"smooth": 0.0}, {"smooth": 0.0, "eps": 1e-7}),
+        skip=frozenset({(1, "empty_target")}),
+    ),
     Oracle(
         "tversky",
         "smp TverskyLoss (one channel)",
         _tversky,
         _masks,
-        ({}, {"alpha": 0.3, "beta": 0.7}, {"smooth": 0.0, "alpha": 1.0, "beta": 1.0}),
+        (
+            {},
+            {"alpha": 0.3, "beta": 0.7},
+            {"smooth": 0.0, "alpha": 1.0, "beta": 1.0},
+            {"smooth": 0.0, "eps": 1e-7, "alpha": 0.3, "beta": 0.7},
+        ),
         skip=frozenset({(2, "empty_target")}),
     ),
     Oracle("jaccard", "smp JaccardLoss (one channel)", _jaccard, _masks, ({}, {"smooth": 0.5})),
@@ -914,6 +1147,98 @@ ORACLES: tuple[Oracle, ...] = (
         _box_pairs,
         ({}, {"generalized": 0}, {"eps": 0.0}),
         skip=frozenset({(2, "disjoint")}),
+    ),
+    Oracle(
+        "weighted_huber",
+        "torch.nn.functional.huber_loss(weight=)",
+        _weighted_huber,
+        _weighted_pairs,
+        ({}, {"delta": 0.5}),
+    ),
+    Oracle(
+        "multilabel_soft_margin",
+        "torch.nn.functional.multilabel_soft_margin_loss / bce_with_logits(pos_weight=vector)",
+        _multilabel_soft_margin,
+        _multilabel,
+        (
+            {},
+            {"weight": _W4 + 0.5},
+            {"pos_weight": np.array([0.5, 1.0, 3.0, 2.0])},
+            {"pos_weight": np.array([2.0, 0.25, 1.0, 4.0]), "weight": _W4},
+        ),
+    ),
+    Oracle(
+        "poly_cross_entropy",
+        "optax.losses.poly_loss_cross_entropy",
+        _poly_cross_entropy,
+        _soft_classes,
+        ({}, {"epsilon": -1.0}, {"epsilon": 0.0}),
+    ),
+    Oracle(
+        "multiclass_hinge",
+        "optax.losses.multiclass_hinge_loss",
+        _multiclass_hinge,
+        _one_hot_scores,
+    ),
+    Oracle(
+        "cosine_distance",
+        "optax.losses.cosine_distance",
+        _cosine_distance,
+        _vector_pairs,
+        ({}, {"epsilon": 1e-12}, {"epsilon": 0.5}),
+        skip=frozenset({(0, "zero_vectors")}),
+    ),
+    Oracle(
+        "triplet_margin_optax",
+        "optax.losses.triplet_margin_loss",
+        _triplet_margin_optax,
+        _triplets,
+        (
+            {},
+            {"margin": 2.0, "eps": 0.0},
+            {"norm_degree": 4.0},
+            {"norm_degree": 4.0, "eps": 1e-3, "margin": 0.2},
+        ),
+    ),
+    Oracle(
+        "categorical_crossentropy",
+        "keras.losses.CategoricalCrossentropy(from_logits=False)",
+        _categorical_crossentropy,
+        _probability_rows,
+        ({}, {"label_smoothing": 0.1}, {"eps": 1e-3}),
+    ),
+    Oracle(
+        "sparse_categorical_crossentropy",
+        "keras.losses.SparseCategoricalCrossentropy(from_logits=False)",
+        _sparse_categorical_crossentropy,
+        _probability_labels,
+        ({}, {"eps": 1e-3}),
+    ),
+    Oracle(
+        "kl_divergence",
+        "keras.losses.KLDivergence",
+        _kl_divergence,
+        _probability_rows,
+        ({}, {"eps": 1e-3}),
+    ),
+    Oracle(
+        "binary_focal_crossentropy",
+        "keras.losses.BinaryFocalCrossentropy",
+        _binary_focal_crossentropy,
+        _probs,
+        (
+            {},
+            {"apply_class_balancing": 1, "alpha": 0.4},
+            {"gamma": 0.0, "label_smoothing": 0.1},
+            {"gamma": 1.5, "eps": 1e-3, "apply_class_balancing": 1},
+        ),
+    ),
+    Oracle(
+        "categorical_focal_crossentropy",
+        "keras.losses.CategoricalFocalCrossentropy",
+        _categorical_focal_crossentropy,
+        _probability_rows,
+        ({}, {"alpha": 1.0, "gamma": 0.0}, {"label_smoothing": 0.1, "gamma": 1.5}),
     ),
     Oracle("wasserstein", "WGAN critic (Arjovsky et al. 2017)", _wasserstein, _scores),
     Oracle("wasserstein_generator", "WGAN generator", _wasserstein_generator, _one_score),
@@ -933,6 +1258,9 @@ BY_SPEC: dict[str, Oracle] = {o.spec: o for o in ORACLES}
 # torch's per-element `weight=` of the BCE losses is lossdsl's sample_weight; torch's mean
 # divides by the element count, the weighted mean by the weight sum, so only sum/none agree.
 WEIGHTED: tuple[Oracle, ...] = (
+    # A batch of one gets weight 0: torch's mean is 0 / 0 there, lossdsl drops the sample.
+    Oracle("mse", "mse_loss(weight=)", _mse, lambda rng: _drop(_pair(rng), "batch_of_one")),
+    Oracle("l1", "l1_loss(weight=)", _l1, lambda rng: _drop(_pair(rng), "batch_of_one")),
     Oracle(
         "bce",
         "binary_cross_entropy(weight=)",

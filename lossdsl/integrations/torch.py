@@ -41,14 +41,16 @@ _HALF = (torch.float16, torch.bfloat16)
 _OPS: dict[str, _Ops] = {}
 
 
-def loss_fn(loss: lossdsl.Loss | str) -> TorchLoss:
+def loss_fn(loss: lossdsl.Loss | str, wrt: str | Sequence[str] | None = None) -> TorchLoss:
     """A function of torch tensors computing `loss` (a `Loss` or a registered name).
 
     Call it as `f(*inputs, reduction=None, sample_weight=None, **params)`: inputs in the spec's
     order (or by name), the reduction from the spec unless given, parameters as numbers (axis
-    parameters as tensors or numbers). Differentiable in every `wrt` input.
+    parameters as tensors or numbers). Differentiable in every `wrt` input: the spec's, or the
+    inputs `wrt` names (`Loss.with_wrt`), such as both outputs of a distillation loss.
     """
-    return TorchLoss(lossdsl.get(loss) if isinstance(loss, str) else loss)
+    resolved = lossdsl.get(loss) if isinstance(loss, str) else loss
+    return TorchLoss(resolved if wrt is None else resolved.with_wrt(wrt))
 
 
 class TorchLoss:
@@ -86,14 +88,18 @@ class LossModule(nn.Module):
     """`nn.Module` form: `LossModule("huber", delta=0.5, reduction="sum")(pred, target)`.
 
     Parameters given here are fixed for the module; `forward` takes the inputs and an optional
-    `sample_weight`.
+    `sample_weight`. `wrt` as for `loss_fn`.
     """
 
     def __init__(
-        self, loss: lossdsl.Loss | str, reduction: str | None = None, **params: Any
+        self,
+        loss: lossdsl.Loss | str,
+        reduction: str | None = None,
+        wrt: str | Sequence[str] | None = None,
+        **params: Any,
     ) -> None:
         super().__init__()
-        self.fn = loss_fn(loss)
+        self.fn = loss_fn(loss, wrt)
         self.reduction = reduction
         self.params = params
 

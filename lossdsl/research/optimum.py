@@ -10,6 +10,8 @@ rate, the class frequencies, or a number.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 import lossdsl
@@ -98,7 +100,8 @@ def _class_optimum(loss: lossdsl.Loss, rng: np.random.Generator, params: dict[st
     c = np.zeros(CLASSES)
     for _ in range(500):
         pred = np.tile(c, (labels.size, 1))
-        grad = loss.grad(*inputs_for(loss, pred, target), reduction=None, **params)
+        kw: dict[str, Any] = dict(params)
+        grad = loss.grad(*inputs_for(loss, pred, target), reduction=None, **kw)
         c -= 2.0 * np.asarray(grad).sum(axis=0)
     p = np.exp(c - c.max())
     p /= p.sum()

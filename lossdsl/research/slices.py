@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,10 +37,9 @@ class Slice:
 
     def evaluate(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-point value, derivative and second derivative along x."""
+        kw: dict[str, Any] = dict(self.params)
         with np.errstate(all="ignore"):
-            value, grad, hess = self.loss.value_grad_hess(
-                *self.build(x), reduction="none", **dict(self.params)
-            )
+            value, grad, hess = self.loss.value_grad_hess(*self.build(x), reduction="none", **kw)
         first = grad[0] if isinstance(grad, tuple) else grad
         second = hess[0] if isinstance(hess, tuple) else hess
         if first.ndim == 2:  # the true class's logit moves: its column is d/dx

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class Link:
         """(objective, d/dz, d penalty/d theta): with a `Penalized` the objective adds the
         penalty of `theta` and its gradient comes back separately, as `Penalized` returns it."""
         pred, t = self.inputs(z, y, classes)
-        kw = dict(self.params)
+        kw: dict[str, Any] = dict(self.params)
         if penalty is not None:
             value, g, pg = penalty.value_and_grad(pred, t, theta=theta, reduction="mean", **kw)
             return float(value), _chain(self.output, pred, np.asarray(g)), np.asarray(pg)
