@@ -292,10 +292,10 @@ class Loss:
     def _array_module(self) -> ModuleType:
         """The array target's module, which the NumPy path runs."""
         if self._array is None:
-            from lossdsl.codegen import generator
+            from lossdsl.codegen.array import generate_numpy
 
-            key = runtime.cache_key(ir.fingerprint(self.definition), "array")
-            self._array = runtime.load_module(key, lambda: generator("array")(self.derived()).text)
+            key = runtime.cache_key(ir.fingerprint(self.definition), "array-numpy")
+            self._array = runtime.load_module(key, lambda: generate_numpy(self.derived()).text)
         return self._array
 
     def _fused(

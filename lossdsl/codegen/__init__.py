@@ -17,11 +17,6 @@ MODULES: dict[str, str] = {
 }
 
 
-def generator(target: str) -> Any:
-    """The generate function of one target (importing only that target's module)."""
-    return importlib.import_module(MODULES[target]).generate
-
-
 def __getattr__(name: str) -> Any:
     if name == "TARGETS":
         return {target: importlib.import_module(mod).generate for target, mod in MODULES.items()}

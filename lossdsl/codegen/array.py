@@ -28,7 +28,7 @@ from lossdsl.codegen.array_printer import HEADER, NAME, ArrayPrinter, safe_cse
 from lossdsl.codegen.base import KernelSource
 from lossdsl.derive import COEF, Derived
 
-__all__ = ["FUNCTIONS", "NAME", "ArrayPrinter", "generate"]
+__all__ = ["FUNCTIONS", "NAME", "ArrayPrinter", "generate", "generate_numpy"]
 
 _TRAILER = """
 HESSIAN_ERROR = {error!r}
@@ -41,12 +41,21 @@ def generate(derived: Derived) -> KernelSource:
     return _Module(derived).source()
 
 
+def generate_numpy(derived: Derived) -> KernelSource:
+    """The same module for evaluation only (the NumPy path): no select guards, plain CSE.
+
+    Guards keep a framework's derivatives of the printed code NaN-free; code that is only
+    evaluated does not need them, and on deeply nested selects they multiply the text.
+    """
+    return _Module(derived, guard=False).source()
+
+
 class _Module:
-    def __init__(self, derived: Derived) -> None:
+    def __init__(self, derived: Derived, guard: bool = True) -> None:
         self.d = derived
         self.lo = derived.lowered
         self.loss = derived.lowered.loss
-        self.printer = ArrayPrinter()
+        self.printer = ArrayPrinter(guard)
         self.quantities = {q.symbol: q for q in derived.quantities}
         self.totals = [q for q in derived.quantities if q.op == "total"]
         # The per-sample gradient at fixed totals: unit coefficient, no batch adjoints.
@@ -133,7 +142,7 @@ class _Module:
         signature = ", ".join(["xp", *self.args, *extra])
         body = self.prologue()
         body += self.quantity_lines(self.closure(exprs, batch=False))
-        temps, results = safe_cse([self.tied(e) for e in exprs])
+        temps, results = self.cse([self.tied(e) for e in exprs])
         body += [f"    {self.name(t)} = {self.expr(e)}" for t, e in temps]
         out = [
             f"xp.broadcast_to({self.expr(r)}, {s})" for r, s in zip(results, shapes, strict=True)
@@ -176,7 +185,7 @@ class _Module:
         body = self.prologue()
         exprs = [q.expr for q in adjoints]
         body += self.quantity_lines(self.closure(exprs, batch=False))
-        temps, results = safe_cse([self.tied(e) for e in exprs])
+        temps, results = self.cse([self.tied(e) for e in exprs])
         body += [f"    {self.name(t)} = {self.expr(e)}" for t, e in temps]
         names = []
         for q, r in zip(adjoints, results, strict=True):
@@ -259,6 +268,16 @@ class _Module:
                 continue
             lines.append(f"    {name} = {rhs}")
         return lines
+
+    def cse(
+        self, exprs: Sequence[sp.Expr]
+    ) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
+        if self.printer.guard:
+            return safe_cse(exprs)
+        temps, reduced = sp.cse(
+            list(exprs), symbols=sp.numbered_symbols("_t", real=True), order="canonical"
+        )
+        return temps, reduced
 
     def tied(self, e: sp.Expr) -> sp.Expr:
         """`e` with each tie test `operand == max` reading the maximum's operand array."""

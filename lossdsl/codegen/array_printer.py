@@ -140,10 +140,15 @@ def _row_max(xp, a, shape):
 
 
 class ArrayPrinter(PythonCodePrinter):
-    """SymPy -> `xp` expression text; selects guard the singular arguments in their branches."""
+    """SymPy -> `xp` expression text; selects guard the singular arguments in their branches.
 
-    def __init__(self) -> None:
+    Without `guard` (code that is only evaluated, never differentiated by a framework: the
+    NumPy path) branches print as they are: `where` discards the arm not taken.
+    """
+
+    def __init__(self, guard: bool = True) -> None:
         super().__init__({"fully_qualified_modules": False, "standard": "python3"})
+        self.guard = guard
         self.guards: list[str] = []
 
     def _print_Symbol(self, expr: sp.Symbol) -> str:
@@ -211,6 +216,8 @@ class ArrayPrinter(PythonCodePrinter):
         return f"xp.where({cond}, {taken}, {other})"
 
     def _branch(self, cond: str, e: sp.Expr) -> str:
+        if not self.guard:
+            return str(self._print(e))
         self.guards.append(cond)
         try:
             return str(self._print(e))
