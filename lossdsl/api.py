@@ -38,7 +38,6 @@ from lossdsl.errors import (
     UnsupportedError,
     did_you_mean,
 )
-from lossdsl.parse import parse_spec, read_spec
 from lossdsl.registry import Registry
 
 if TYPE_CHECKING:
@@ -564,12 +563,16 @@ def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
 def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss:
     """Compile a spec file. With several losses in it, `name` picks one (default: last)."""
     p = Path(path)
+    from lossdsl.parse import read_spec
+
     return _from_source(read_spec(p), str(p), name, target)
 
 
 def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:
     """Parse and check spec text (resolving calls of registered losses) without compiling."""
     reg = _registry()
+    from lossdsl.parse import parse_spec  # Lark: on first use, not at import
+
     return check_spec(parse_spec(source, file), reg.resolve, tuple(reg.names()))
 
 

@@ -16,19 +16,20 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import pickle
 import queue
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from lossdsl import ir, runtime
 from lossdsl.errors import KernelCompileError, UnsupportedError
+
+if TYPE_CHECKING:
+    import subprocess
 
 POLICIES = ("background", "sync", "never")
 
@@ -141,6 +142,8 @@ class _Child:
             request.entry,
             request.described,
         )
+        import pickle
+
         proc = self.start()
         stdin, stdout = _pipes(proc)
         try:
@@ -156,6 +159,8 @@ class _Child:
             raise KernelCompileError(reply.removeprefix("error ").strip())
 
     def start(self) -> subprocess.Popen[bytes]:
+        import subprocess  # only once a kernel is wanted: `import lossdsl` stays light
+
         if self.proc is None or self.proc.poll() is not None:
             root = str(Path(__file__).resolve().parent.parent)
             env = dict(os.environ)

@@ -16,8 +16,6 @@ import functools
 import hashlib
 import os
 import pickle
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +36,8 @@ def usable_dir(configured: Path) -> Path:
     if chosen is None:
         try:
             configured.mkdir(parents=True, exist_ok=True)
+            import tempfile  # these functions run once a kernel is needed, not at import
+
             fd, probe = tempfile.mkstemp(dir=configured, prefix=".probe-")
             os.close(fd)
             os.unlink(probe)
@@ -56,6 +56,8 @@ def abandon_dir(configured: Path, exc: OSError) -> Path:
 
 def _temporary_dir(configured: Path, exc: OSError) -> Path:
     try:
+        import tempfile
+
         path = Path(tempfile.mkdtemp(prefix="lossdsl-kernels-"))
     except OSError as err:
         raise KernelCompileError(
@@ -63,6 +65,8 @@ def _temporary_dir(configured: Path, exc: OSError) -> Path:
             f"directory ({err.strerror})",
             hint="set LOSSDSL_CACHE_DIR to a writable directory",
         ) from None
+    import shutil
+
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     warnings.warn(
         f"lossdsl: kernel cache {configured} is not writable ({exc.strerror}); "
@@ -191,6 +195,8 @@ def _discard(path: Path) -> None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -16,14 +16,13 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from lossdsl import diskcache
+from lossdsl import diskcache, workers
 from lossdsl.errors import KernelCompileError
 
 if TYPE_CHECKING:
@@ -200,18 +199,8 @@ def compile_entry(module: ModuleType, entry: str, described: tuple[Any, ...]) ->
 
 # Read-only stand-in for the block sums of a phase that did not run.
 _NO_PARTS = np.zeros((0, 1))
-_POOL: ThreadPoolExecutor | None = None
 _WORKSPACE = threading.local()
 _LOADING = threading.RLock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        import numba
-
-        _POOL = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    return _POOL
 
 
 def threads() -> int:
@@ -249,7 +238,8 @@ def run_phases(
 
     Each phase writes one row of block sums per block and the next phase adds them up in block
     order, so with any number of threads every sum is taken in the same order: results are
-    bitwise identical whatever `threads` is. Threads call the nogil kernels directly.
+    bitwise identical whatever `threads` is and whichever thread computes a block (see
+    `lossdsl.workers`: blocks are claimed dynamically, so a busy core does not hold the call).
     """
     previous = [_NO_PARTS, _NO_PARTS]
     result: tuple[float, float, float] = (0.0, 0.0, 1.0)
@@ -281,11 +271,9 @@ def run_phases(
 def _run_threaded(
     module: ModuleType, name: str, args: tuple[Any, ...], at: int, blocks: int, threads: int
 ) -> tuple[float, float, float]:
-    count = min(threads, blocks)
-    cuts = [blocks * t // count for t in range(count + 1)]
-    calls = [(*args[:at], cuts[t], cuts[t + 1], *args[at + 2 :]) for t in range(count)]
-    futures = [_pool().submit(run_kernel, module, name, c) for c in calls[1:]]
-    first = run_kernel(module, name, calls[0])
-    for f in futures:
-        f.result()
-    return first  # type: ignore[no-any-return]
+    before, after = args[:at], args[at + 2 :]
+
+    def kernel(lo: int, hi: int) -> Any:
+        return run_kernel(module, name, (*before, lo, hi, *after))
+
+    return workers.run(kernel, blocks, threads)  # type: ignore[no-any-return]
