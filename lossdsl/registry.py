@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from lossdsl import ir
@@ -21,6 +20,8 @@ from lossdsl.errors import LossDSLError, SpecNameError, UnknownLossError, did_yo
 
 def specs_dir() -> Path:
     """The built-in specs: inside the installed package, else beside the source tree."""
+    from importlib import resources  # with tempfile, zipfile, ...: on first use, not at import
+
     packaged = resources.files("lossdsl").joinpath("specs")
     if packaged.is_dir():
         return Path(str(packaged))

@@ -9,6 +9,9 @@ end once: NumPy first, then the kernels the compile process made, with the same 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -241,3 +244,21 @@ def test_background_serves_numpy_then_the_compiled_kernels(
     second = loss.value_and_grad(x, y)
     assert_close(second[0], first[0], rtol=1e-12)
     assert_close(second[1], first[1], rtol=1e-12)
+
+
+def test_import_loads_no_compiler_and_a_numpy_call_no_numba() -> None:
+    """`import lossdsl` imports neither Numba, SymPy nor Lark (issue 16: import time), and a
+    call served by NumPy does not import Numba either."""
+    code = (
+        "import sys, numpy as np, lossdsl\n"
+        "heavy = ('numba', 'sympy', 'lark')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "loss = lossdsl.get('huber')\n"
+        "lossdsl.Loss(loss.definition, compile_mode='never')(np.ones(3), np.zeros(3))\n"
+        "print('numba' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(lossdsl.__file__).parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[:2] == ["[]", "False"]
