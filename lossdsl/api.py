@@ -116,6 +116,8 @@ class Loss:
         self._tracker = background.Tracker()
         # Validated calls by argument signature (shapes, dtypes, parameter values): see plan_key.
         self._plans: dict[tuple[Any, ...], Call] = {}
+        # Fused modules found ready for a plan's calls (the plan fixes the kernel signature).
+        self._ready: dict[tuple[Any, ...], ModuleType] = {}
 
     # -- description --------------------------------------------------------------------------
 
@@ -298,15 +300,34 @@ class Loss:
         return self._array
 
     def _fused(
-        self, mode: str, call: Call, grads: list[np.ndarray], hess: list[np.ndarray]
+        self,
+        mode: str,
+        call: Call,
+        grads: list[np.ndarray],
+        hess: list[np.ndarray],
+        key: tuple[Any, ...] | None,
     ) -> ModuleType | None:
-        """The fused module to run this call, or None for the NumPy path (see `compile_mode`)."""
+        """The fused module to run this call, or None for the NumPy path (see `compile_mode`).
+
+        `key` is the call's plan key, if any: its module, once ready, is kept by it.
+        """
         fixed = call.defaults if self.specialize else ()
         chosen = background.policy(self.compile_mode)
         if chosen == "sync":
             return self._kernels(fixed)
         if chosen == "never":
             return None
+        ready = self._ready.get(key) if key is not None else None
+        if ready is not None:
+            return ready
+        module = self._background(mode, call, grads, hess, fixed)
+        if module is not None and key is not None:
+            self._ready[key] = module
+        return module
+
+    def _background(
+        self, mode: str, call: Call, grads: list[np.ndarray], hess: list[np.ndarray], fixed: Fixed
+    ) -> ModuleType | None:
         entry, described = host.signature(mode, call, grads, hess, self.definition)
 
         def request() -> background.Request:
@@ -480,6 +501,7 @@ class Loss:
             if key is not None and call.reusable(args):
                 if len(self._plans) >= _MAX_PLANS:  # shapes that keep changing: start over
                     self._plans.clear()
+                    self._ready.clear()
                 self._plans[key] = dataclasses.replace(call, arrays=[])
         if given:
             call = unalias(call, given)
@@ -495,7 +517,7 @@ class Loss:
                 else runtime.workspace(("grad", x), call.shape_of(x), call.dtype)
                 for x in wrt
             ]
-        module = self._fused(mode, call, grads, hess)
+        module = self._fused(mode, call, grads, hess, key)
         if module is None:
             try:
                 value = eager.run(self._array_module(), mode, call, grads, hess, self.definition)
