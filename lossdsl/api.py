@@ -261,7 +261,8 @@ class Loss:
 
     def compile(self) -> Loss:
         """Load (and if needed generate) the kernel module a call with default parameters
-        runs now, rather than on the first call."""
+        runs now, rather than on the first call. Numba still compiles each entry point on the
+        first call that needs it (served by NumPy meanwhile under the "background" policy)."""
         self._kernels(self._default_fixed())
         return self
 

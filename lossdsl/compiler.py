@@ -53,7 +53,7 @@ def _compile(
 
 
 def _exit_with_parent(parent: int) -> None:
-    """No compile process outlives the program it compiles for by more than its current job."""
+    """No compile process outlives the program it compiles for by more than a second."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(0)
