@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lossdsl import host, ir, limits, runtime
+from lossdsl import background, eager, host, ir, limits, runtime
 from lossdsl.calls import (
     Call,
     Fixed,
@@ -39,7 +39,6 @@ from lossdsl.errors import (
     UnsupportedError,
     did_you_mean,
 )
-from lossdsl.parse import parse_spec, read_spec
 from lossdsl.registry import Registry
 from lossdsl.wrt import with_wrt
 
@@ -89,10 +88,19 @@ class Loss:
     kernel generated with those values as constants: `x^gamma` at gamma = 2 is a square, not an
     exp and a log, and a zero `label_smoothing` drops its row sums. Other values run the
     generic kernel. Each kernel is generated and compiled once, on the first call that needs it.
+
+    `compile_mode` (default: `LOSSDSL_COMPILE`, else "background") says how a CPU call whose
+    kernel is not compiled yet runs: "background" evaluates it with NumPy while the kernel
+    compiles in another process, then switches to the kernel (results agree within float
+    rounding); "sync" compiles on the caller; "never" always uses NumPy.
     """
 
     def __init__(
-        self, definition: ir.LossDef, target: str = "cpu", specialize: bool = True
+        self,
+        definition: ir.LossDef,
+        target: str = "cpu",
+        specialize: bool = True,
+        compile_mode: str | None = None,
     ) -> None:
         if target not in _TARGET_MODULES:
             raise UnknownLossError(
@@ -101,13 +109,19 @@ class Loss:
         self.definition = definition
         self.target = target
         self.specialize = specialize
+        self.compile_mode = compile_mode
+        if compile_mode is not None:
+            background.policy(compile_mode)  # refuse an unknown one now
         self._modules: dict[Fixed, ModuleType] = {}
         self._derived: Derived | None = None
-        self._key = runtime.cache_key(ir.fingerprint(definition), target)
+        self._array: ModuleType | None = None
+        self._tracker = background.Tracker()
         # Validated calls by argument signature (shapes, dtypes, parameter values): see plan_key.
         self._plans: dict[tuple[Any, ...], Call] = {}
         # The same loss differentiating other inputs, by the `wrt=` tuple asked for.
         self._views: dict[tuple[Any, ...], Loss] = {}
+        # Fused modules found ready for a plan's calls (the plan fixes the kernel signature).
+        self._ready: dict[tuple[Any, ...], ModuleType] = {}
 
     # -- description --------------------------------------------------------------------------
 
@@ -241,11 +255,11 @@ class Loss:
 
     @property
     def source_path(self) -> Path:
-        return runtime.module_path(self._key)
+        return runtime.module_path(self._key_of(()))
 
     def to(self, target: str) -> Loss:
         """The same loss compiled for another target ("cpu", "cuda"); shares the derivation."""
-        other = Loss(self.definition, target, self.specialize)
+        other = Loss(self.definition, target, self.specialize, self.compile_mode)
         other._derived = self._derived
         return other
 
@@ -264,13 +278,14 @@ class Loss:
             definition = with_wrt(self.definition, key)
             view = self
             if definition is not self.definition:
-                view = Loss(definition, self.target, self.specialize)
+                view = Loss(definition, self.target, self.specialize, self.compile_mode)
             self._views[key] = view
         return view
 
     def compile(self) -> Loss:
         """Load (and if needed generate) the kernel module a call with default parameters
-        runs now, rather than on the first call."""
+        runs now, rather than on the first call. Numba still compiles each entry point on the
+        first call that needs it (served by NumPy meanwhile under the "background" policy)."""
         self._kernels(self._default_fixed())
         return self
 
@@ -287,13 +302,69 @@ class Loss:
     def _kernels(self, fixed: Fixed = ()) -> ModuleType:
         module = self._modules.get(fixed)
         if module is None:
+            key = self._key_of(fixed)
             if fixed:
-                key = runtime.cache_key(ir.fingerprint(self.definition) + repr(fixed), self.target)
                 module = runtime.load_module(key, lambda: self._specialized_source(fixed))
             else:
-                module = runtime.load_module(self._key, self.source)
+                module = runtime.load_module(key, self.source)
             self._modules[fixed] = module
         return module
+
+    def _key_of(self, fixed: Fixed) -> str:
+        fingerprint = ir.fingerprint(self.definition) + (repr(fixed) if fixed else "")
+        return runtime.cache_key(fingerprint, self.target)
+
+    def _array_module(self) -> ModuleType:
+        """The array target's module, which the NumPy path runs."""
+        if self._array is None:
+            from lossdsl.codegen.array import generate_numpy
+
+            key = runtime.cache_key(ir.fingerprint(self.definition), "array-numpy")
+            self._array = runtime.load_module(key, lambda: generate_numpy(self.derived()).text)
+        return self._array
+
+    def _fused(
+        self,
+        mode: str,
+        call: Call,
+        grads: list[np.ndarray],
+        hess: list[np.ndarray],
+        key: tuple[Any, ...] | None,
+    ) -> ModuleType | None:
+        """The fused module to run this call, or None for the NumPy path (see `compile_mode`).
+
+        `key` is the call's plan key, if any: its module, once ready, is kept by it.
+        """
+        fixed = call.defaults if self.specialize else ()
+        chosen = background.policy(self.compile_mode)
+        if chosen == "sync":
+            return self._kernels(fixed)
+        if chosen == "never":
+            return None
+        ready = self._ready.get(key) if key is not None else None
+        if ready is not None:
+            return ready
+        module = self._background(mode, call, grads, hess, fixed)
+        if module is not None and key is not None:
+            self._ready[key] = module
+        return module
+
+    def _background(
+        self, mode: str, call: Call, grads: list[np.ndarray], hess: list[np.ndarray], fixed: Fixed
+    ) -> ModuleType | None:
+        entry, described = host.signature(mode, call, grads, hess, self.definition)
+
+        def request() -> background.Request:
+            return background.Request(
+                self.definition,
+                self.specialize,
+                fixed,
+                entry,
+                described,
+                lambda: self._kernels(fixed),
+            )
+
+        return self._tracker.module((fixed, entry, described), request)
 
     def _specialized_source(self, fixed: Fixed) -> str:
         from lossdsl.codegen import TARGETS
@@ -424,7 +495,7 @@ class Loss:
     def __reduce__(self) -> tuple[Any, ...]:
         # By definition, not by kernels: another process (a Dask worker) rebuilds the Loss
         # and loads the same kernels from the on-disk cache (same key), compiling nothing.
-        return (Loss, (self.definition, self.target, self.specialize))
+        return (Loss, (self.definition, self.target, self.specialize, self.compile_mode))
 
     def _run(
         self,
@@ -469,6 +540,7 @@ class Loss:
             if key is not None and call.reusable(args):
                 if len(self._plans) >= _MAX_PLANS:  # shapes that keep changing: start over
                     self._plans.clear()
+                    self._ready.clear()
                 self._plans[key] = dataclasses.replace(call, arrays=[])
         if given:
             call = unalias(call, given)
@@ -484,8 +556,14 @@ class Loss:
                 else runtime.workspace(("grad", x), call.shape_of(x), call.dtype)
                 for x in wrt
             ]
-        module = self._kernels(call.defaults if self.specialize else ())
-        value = host.run(module, mode, call, grads, hess, self.definition)
+        module = self._fused(mode, call, grads, hess, key)
+        if module is None:
+            try:
+                value = eager.run(self._array_module(), mode, call, grads, hess, self.definition)
+            finally:
+                self._tracker.release()
+        else:
+            value = host.run(module, mode, call, grads, hess, self.definition)
         return value, one_or_tuple(grads), one_or_tuple(hess)
 
 
@@ -546,12 +624,16 @@ def compile(source: str, name: str | None = None, target: str = "cpu") -> Loss:
 def load(path: str | Path, name: str | None = None, target: str = "cpu") -> Loss:
     """Compile a spec file. With several losses in it, `name` picks one (default: last)."""
     p = Path(path)
+    from lossdsl.parse import read_spec
+
     return _from_source(read_spec(p), str(p), name, target)
 
 
 def check_source(source: str, file: str = "<string>") -> tuple[ir.LossDef, ...]:
     """Parse and check spec text (resolving calls of registered losses) without compiling."""
     reg = _registry()
+    from lossdsl.parse import parse_spec  # Lark: on first use, not at import
+
     return check_spec(parse_spec(source, file), reg.resolve, tuple(reg.names()))
 
 

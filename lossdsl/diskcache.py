@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import os
 import pickle
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-from numba.core.caching import IndexDataCacheFile
 
 from lossdsl.errors import KernelCompileError
 
@@ -39,6 +36,8 @@ def usable_dir(configured: Path) -> Path:
     if chosen is None:
         try:
             configured.mkdir(parents=True, exist_ok=True)
+            import tempfile  # these functions run once a kernel is needed, not at import
+
             fd, probe = tempfile.mkstemp(dir=configured, prefix=".probe-")
             os.close(fd)
             os.unlink(probe)
@@ -57,6 +56,8 @@ def abandon_dir(configured: Path, exc: OSError) -> Path:
 
 def _temporary_dir(configured: Path, exc: OSError) -> Path:
     try:
+        import tempfile
+
         path = Path(tempfile.mkdtemp(prefix="lossdsl-kernels-"))
     except OSError as err:
         raise KernelCompileError(
@@ -64,6 +65,8 @@ def _temporary_dir(configured: Path, exc: OSError) -> Path:
             f"directory ({err.strerror})",
             hint="set LOSSDSL_CACHE_DIR to a writable directory",
         ) from None
+    import shutil
+
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     warnings.warn(
         f"lossdsl: kernel cache {configured} is not writable ({exc.strerror}); "
@@ -100,22 +103,40 @@ def guard_numba_caches(module: ModuleType) -> None:
     Numba compiles lazily, on a function's first call, and only then reads its cache: this runs
     right after the import, before any call.
     """
+    from numba.core.caching import IndexDataCacheFile
+
+    verified_class = _verified_class()
     for obj in vars(module).values():
         cache: Any = getattr(obj, "_cache", None)
         plain: Any = getattr(cache, "_cache_file", None)
         if type(plain) is IndexDataCacheFile and obj.py_func.__module__ == module.__name__:
             base = plain._index_name.removesuffix(".nbi")
-            verified = _VerifiedCacheFile(plain._cache_path, base, plain._source_stamp)  # type: ignore[no-untyped-call]
-            cache._cache_file = verified
+            cache._cache_file = verified_class(plain._cache_path, base, plain._source_stamp)
 
 
-class _VerifiedCacheFile(IndexDataCacheFile):
+@functools.cache
+def _verified_class() -> Any:
+    """The verified cache file class, made on first use: importing Numba is slow, and only
+    the processes that load kernels need it."""
+    from numba.core.caching import IndexDataCacheFile
+
+    return type("VerifiedCacheFile", (_Verified, IndexDataCacheFile), {})
+
+
+class _Verified:
     """Numba's index and data files, each prefixed by a magic line and a SHA-256 of the rest.
 
     Numba's own layout: the index is a pickled version string and a pickled (source stamp,
     {signature key: data file name}); a data file is a pickled code library. Here the index
     payload is one pickled (version, stamp, overloads).
     """
+
+    # Set by Numba's IndexDataCacheFile, the class this is mixed into.
+    _index_path: str
+    _cache_path: str
+    _version: Any
+    _source_stamp: Any
+    _dump: Any
 
     def _load_index(self) -> dict[Any, str]:
         payload = _read_verified(Path(self._index_path))
@@ -144,7 +165,7 @@ class _VerifiedCacheFile(IndexDataCacheFile):
         self._save_verified(str(Path(self._cache_path) / name), data)
 
     def _save_verified(self, path: str, obj: Any) -> None:
-        payload = self._dump(obj)  # type: ignore[no-untyped-call]
+        payload = self._dump(obj)
         # On a failed write the kernel still runs; only its cached machine code is lost.
         with contextlib.suppress(OSError):
             _write_atomic(Path(path), _MAGIC + hashlib.sha256(payload).digest() + payload)
@@ -174,6 +195,8 @@ def _discard(path: Path) -> None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -7,7 +7,6 @@ source line, a caret line under the span and the hint. This module imports nothi
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -132,6 +131,8 @@ def _visible(line: str) -> str:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A hint naming the closest candidates to a misspelt name, or None."""
+    import difflib  # only when a name is wrong
+
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.6)
     if not close:
         return None

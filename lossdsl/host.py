@@ -22,6 +22,8 @@ from lossdsl.errors import SpecShapeError
 BLOCK_ELEMENTS = 16_384
 # Below this many elements a serial kernel beats thread start-up.
 PARALLEL_ELEMENTS = 262_144
+# Stands for the block sums in a signature.
+_PARTS = np.zeros((1, 1))
 
 
 def run(
@@ -46,14 +48,10 @@ def run(
             g.fill(0)
         return result if result is not None else dtype.type(np.nan if call.mode == 0 else 0.0)
     elements = n * max(call.axis_len, 1)
-    block = max(1, BLOCK_ELEMENTS // max(call.axis_len, 1))
+    block = _block(call)
     blocks = (n + block - 1) // block
     threads = runtime.threads() if elements >= PARALLEL_ELEMENTS else 1
-    wrt = loss.wrt
-    flat = [a.reshape(call.flat_shape(x)) for a, x in zip(grads, wrt, strict=False)]
-    flat += [a.reshape(call.flat_shape(x)) for a, x in zip(hess, wrt, strict=False)]
-    head = (*call.arrays, *call.params, call.sw, call.ct, call.mode, block)
-    tail = (None if result is None else result.reshape(n), *flat)
+    head, tail = _arguments(call, block, result, grads, hess, loss)
     weighted = call.sw is not None or loss.weight is not None
     weighted_mean = call.mode == 0 and weighted
     entry = entry_name(mode, call.dtag)
@@ -69,3 +67,51 @@ def run(
             hint="labels index the class axis; mark ignored rows with a zero weight",
         )
     return result if result is not None else dtype.type(value)
+
+
+def signature(
+    mode: str, call: Call, grads: list[np.ndarray], hess: list[np.ndarray], loss: ir.LossDef
+) -> tuple[str, tuple[Any, ...]]:
+    """The entry point `run` calls for this call and its argument types (`describe` records):
+    what Numba compiles once, the same for every phase of the entry."""
+    stand_in = np.empty(1, call.dtype) if call.mode == 2 else None
+    head, tail = _arguments(call, _block(call), stand_in, grads, hess, loss)
+    # The phase arguments: block range and block sums (float64, C order, like `run_phases`').
+    middle = (0, 0, *[_PARTS] * 3)
+    return entry_name(mode, call.dtag), tuple(describe(a) for a in (*head, *middle, *tail))
+
+
+def describe(value: Any) -> Any:
+    """A picklable record of the Numba type of a kernel argument, made without importing Numba
+    (`runtime.numba_signature` turns it back): arrays by dtype, dimensions, layout, flags."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        flags = value.flags
+        layout = "C" if flags.c_contiguous else "F" if flags.f_contiguous else "A"
+        return (value.dtype.str, value.ndim, layout, not flags.writeable, flags.aligned)
+    if isinstance(value, np.generic):
+        return value.dtype.str
+    return type(value).__name__
+
+
+def _block(call: Call) -> int:
+    return max(1, BLOCK_ELEMENTS // max(call.axis_len, 1))
+
+
+def _arguments(
+    call: Call,
+    block: int,
+    result: np.ndarray | None,
+    grads: list[np.ndarray],
+    hess: list[np.ndarray],
+    loss: ir.LossDef,
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The kernel arguments before the phase arguments (inputs, parameters, weights, ...) and
+    after them (the outputs)."""
+    wrt = loss.wrt
+    flat = [a.reshape(call.flat_shape(x)) for a, x in zip(grads, wrt, strict=False)]
+    flat += [a.reshape(call.flat_shape(x)) for a, x in zip(hess, wrt, strict=False)]
+    head = (*call.arrays, *call.params, call.sw, call.ct, call.mode, block)
+    tail = (None if result is None else result.reshape(-1), *flat)
+    return head, tail

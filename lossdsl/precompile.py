@@ -43,12 +43,12 @@ def precompile(names: Iterable[str] | None = None, progress: bool = True) -> dic
         if progress:
             _bar(k, len(chosen), name, time.perf_counter() - start)
         t0 = time.perf_counter()
-        fixed = api.get(name).compile()
         # The kernel with the defaults fixed, and (for a loss with parameters) the generic one
-        # that every other parameter value runs.
+        # that every other parameter value runs; compiled here, not in the background.
+        fixed = api.Loss(api.get(name).definition, compile_mode="sync")
         variants = [fixed]
         if fixed.params:
-            variants.append(api.Loss(fixed.definition, specialize=False))
+            variants.append(api.Loss(fixed.definition, specialize=False, compile_mode="sync"))
         for loss in variants:
             for dtype in _DTYPES:
                 args = _tiny_inputs(loss.definition, dtype)

@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from lossdsl import ir
 from lossdsl.check import check_spec
 from lossdsl.errors import LossDSLError, SpecNameError, UnknownLossError, did_you_mean
-from lossdsl.parse import parse_spec, read_spec
 
 
 def specs_dir() -> Path:
     """The built-in specs: inside the installed package, else beside the source tree."""
+    from importlib import resources  # with tempfile, zipfile, ...: on first use, not at import
+
     packaged = resources.files("lossdsl").joinpath("specs")
     if packaged.is_dir():
         return Path(str(packaged))
@@ -108,6 +108,8 @@ class Registry:
             raise SpecNameError(f"losses call each other in a cycle: {chain}")
         self._resolving.append(entry.name)
         try:
+            from lossdsl.parse import parse_spec, read_spec  # Lark: on first use, not at import
+
             source = entry.source
             if source is None:
                 assert entry.path is not None
@@ -137,6 +139,8 @@ class Registry:
 
     def _register_spec_file(self, path: Path, replace: bool) -> list[str]:
         """All of a file's losses, or none of them (on a read, syntax or name error)."""
+        from lossdsl.parse import parse_spec, read_spec
+
         spec = parse_spec(read_spec(path), str(path))
         entries = [_Entry(loss.name, path, None, False) for loss in spec.losses]
         for entry in entries:

@@ -16,16 +16,21 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numba
 import numpy as np
 
-from lossdsl import diskcache
+from lossdsl import diskcache, workers
 from lossdsl.errors import KernelCompileError
+
+if TYPE_CHECKING:
+    from numba.core.types import Type
+
+# Targets whose modules Numba compiles: their cache keys carry Numba's version (the array
+# target's module is plain Python, and computing its key must not import Numba).
+NUMBA_TARGETS = ("cpu", "cuda")
 
 # Bump when generated code changes shape, so old cache entries are not reused.
 CODEGEN_VERSION = "2"
@@ -43,7 +48,11 @@ def cache_dir() -> Path:
 def cache_key(fingerprint: str, target: str) -> str:
     from lossdsl import __version__
 
-    parts = [fingerprint, target, __version__, CODEGEN_VERSION, _code_digest(), numba.__version__]
+    parts = [fingerprint, target, __version__, CODEGEN_VERSION, _code_digest()]
+    if target in NUMBA_TARGETS:
+        import numba
+
+        parts.append(numba.__version__)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -69,8 +78,14 @@ def load_module(key: str, make_source: Callable[[], str]) -> ModuleType:
     a copy that fails its digest)."""
     path = module_path(key)
     name = path.stem
-    if name in sys.modules:
-        return sys.modules[name]
+    with _LOADING:  # the background loader and callers may ask for one module at once
+        if name in sys.modules:
+            return sys.modules[name]
+        return _load_new(key, path, make_source)
+
+
+def _load_new(key: str, path: Path, make_source: Callable[[], str]) -> ModuleType:
+    name = path.stem
     text = diskcache.read_source(path)
     if text is None:
         text = make_source()
@@ -83,7 +98,8 @@ def load_module(key: str, make_source: Callable[[], str]) -> ModuleType:
         print(f"lossdsl: kernel module {path}", file=sys.stderr)
         print(text, file=sys.stderr)
     module = _import_source(name, path, text)
-    diskcache.guard_numba_caches(module)
+    if hasattr(module, "PHASES"):  # a Numba module (the array target's is plain Python)
+        diskcache.guard_numba_caches(module)
     return module
 
 
@@ -116,29 +132,81 @@ def run_kernel(module: ModuleType, entry: str, args: tuple[Any, ...]) -> Any:
     fn = getattr(module, entry)
     try:
         return fn(*args)
-    except numba.core.errors.NumbaError as exc:
+    except Exception as exc:
+        _reraise(exc, module, entry)
+
+
+def _reraise(exc: Exception, module: ModuleType, entry: str) -> NoReturn:
+    from numba.core.errors import NumbaError
+
+    if isinstance(exc, NumbaError):
         raise KernelCompileError(
             f"numba could not compile '{entry}': {str(exc).splitlines()[0]}",
             module.__file__,
             hint=f"the generated source is {module.__file__}",
         ) from exc
+    raise exc
+
+
+def numba_signature(described: tuple[Any, ...]) -> tuple[Type, ...]:
+    """Numba's argument types from `describe` records (see `lossdsl.host.describe`)."""
+    import numba
+    from numba.core import types
+
+    scalars = {"int": types.int64, "float": types.float64, "bool": types.boolean}
+    out: list[Any] = []
+    for d in described:
+        if d is None:
+            out.append(types.none)
+        elif isinstance(d, tuple):
+            dtype, ndim, layout, readonly, aligned = d
+            element = numba.from_dtype(np.dtype(dtype))
+            out.append(types.Array(element, ndim, layout, readonly=readonly, aligned=aligned))
+        else:
+            out.append(scalars.get(d) or numba.from_dtype(np.dtype(d)))
+    return tuple(out)
+
+
+def load_cached_entry(module: ModuleType, entry: str, described: tuple[Any, ...]) -> bool:
+    """Load every phase of `entry` for one signature from Numba's disk cache, compiling nothing;
+    False when a phase is not there. (Numba's own `compile` without its fallback.)"""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    signature = numba_signature(described)
+    with global_compiler_lock:
+        for suffix, *_ in module.PHASES[entry]:
+            fn = getattr(module, entry + suffix)
+            if signature in fn.overloads:
+                continue
+            cres = fn._cache.load_overload(signature, fn.targetctx)
+            if cres is None:
+                return False
+            fn.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+            fn.add_overload(cres)
+    return True
+
+
+def compile_entry(module: ModuleType, entry: str, described: tuple[Any, ...]) -> None:
+    """Compile (or load from Numba's cache) every phase of `entry` for one argument signature."""
+    signature = numba_signature(described)
+    for suffix, *_ in module.PHASES[entry]:
+        fn = getattr(module, entry + suffix)
+        try:
+            fn.compile(signature)
+        except Exception as exc:
+            _reraise(exc, module, entry + suffix)
 
 
 # Read-only stand-in for the block sums of a phase that did not run.
 _NO_PARTS = np.zeros((0, 1))
-_POOL: ThreadPoolExecutor | None = None
 _WORKSPACE = threading.local()
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
-    return _POOL
+_LOADING = threading.RLock()
 
 
 def threads() -> int:
     """Threads for a parallel call: Numba's setting (`numba.set_num_threads`, NUMBA_NUM_THREADS)."""
+    import numba
+
     return int(numba.get_num_threads())
 
 
@@ -170,7 +238,8 @@ def run_phases(
 
     Each phase writes one row of block sums per block and the next phase adds them up in block
     order, so with any number of threads every sum is taken in the same order: results are
-    bitwise identical whatever `threads` is. Threads call the nogil kernels directly.
+    bitwise identical whatever `threads` is and whichever thread computes a block (see
+    `lossdsl.workers`: blocks are claimed dynamically, so a busy core does not hold the call).
     """
     previous = [_NO_PARTS, _NO_PARTS]
     result: tuple[float, float, float] = (0.0, 0.0, 1.0)
@@ -202,11 +271,9 @@ def run_phases(
 def _run_threaded(
     module: ModuleType, name: str, args: tuple[Any, ...], at: int, blocks: int, threads: int
 ) -> tuple[float, float, float]:
-    count = min(threads, blocks)
-    cuts = [blocks * t // count for t in range(count + 1)]
-    calls = [(*args[:at], cuts[t], cuts[t + 1], *args[at + 2 :]) for t in range(count)]
-    futures = [_pool().submit(run_kernel, module, name, c) for c in calls[1:]]
-    first = run_kernel(module, name, calls[0])
-    for f in futures:
-        f.result()
-    return first  # type: ignore[no-any-return]
+    before, after = args[:at], args[at + 2 :]
+
+    def kernel(lo: int, hi: int) -> Any:
+        return run_kernel(module, name, (*before, lo, hi, *after))
+
+    return workers.run(kernel, blocks, threads)  # type: ignore[no-any-return]

@@ -15,6 +15,9 @@ import pytest
 
 _CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "lossdsl-kernels"
 os.environ.setdefault("LOSSDSL_CACHE_DIR", str(_CACHE))
+# Tests name the path they check: the fused kernels unless a test asks for the NumPy path
+# (compile_mode="never") or the background switch (tests/test_eager.py).
+os.environ.setdefault("LOSSDSL_COMPILE", "sync")
 
 # float64 agreement with an independent reference (PyTorch, NumPy closed forms).
 RTOL64 = 1e-10

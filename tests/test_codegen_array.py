@@ -93,4 +93,8 @@ def test_source_is_deterministic_and_needs_no_array_library() -> None:
     first, second = generate(derived), generate(derived)
     assert first.text == second.text
     assert "import" not in first.text
-    assert first.entry_points == ("weight", "totals", "value", "grad_0")
+    # The framework entry points, then the NumPy path's phases (lossdsl/eager.py).
+    assert first.entry_points == (
+        "weight", "totals", "value", "grad_0",
+        "adjoints_grad", "derivs_grad", "adjoints_hess", "derivs_hess", "badrows",
+    )  # fmt: skip

@@ -51,11 +51,12 @@ def _explain(case: dict[str, Any], outcome: tuple[str, str]) -> str:
 @pytest.mark.parametrize("seed", range(SEED, SEED + N_SPECS))
 def test_random_spec_matches_torch(seed: int) -> None:
     case = generate(seed, FEATURES)
-    checks = ("grad64",)
+    # The NumPy path compiles nothing: every spec checks it.
+    checks: tuple[str, ...] = ("grad64", "eager")
     if seed % FULL_EVERY == 0:
         checks = CHECKS
     elif seed % HESS_EVERY == 0:
-        checks = ("f64",)
+        checks = ("f64", "eager")
     outcome = run_case(case, checks)
     assert outcome == ("ok", ""), _explain(case, outcome)
 

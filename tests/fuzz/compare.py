@@ -11,6 +11,8 @@ Checks, in order (the first failure names the case's class):
 - `spec`: with parameters at their defaults, the generic kernel against torch (the same
   classes), then the defaults-specialised kernel against the generic one (`spec-mismatch`);
 - `f32`: float32 inputs against the float64 reference (`f32-mismatch`);
+- `eager`: the NumPy path that serves calls while kernels compile (`compile_mode="never"`):
+  `f64`, `value` and `f32` again, each failure classed `eager-mismatch` (no compile: cheap);
 - `cuda`: the CUDA kernels, float64 (`cuda-mismatch`; run it in a simulator worker, see
   tests/fuzz/worker.py).
 
@@ -39,10 +41,15 @@ from tests.fuzz.render import render_case
 
 RTOL64, FLOOR64 = 1e-7, 1e-9
 RTOL32, FLOOR32, SLACK32 = 2e-3, 1e-4, 8.0
-CHECKS = ("f64", "value", "spec", "f32")
+CHECKS = ("f64", "value", "spec", "f32", "eager")
 # The checks a minimisation reruns for a class, where the failing check named in the outcome
 # does not say (see failing_check).
-CLASS_CHECKS = {"spec-mismatch": ("spec",), "f32-mismatch": ("f32",), "cuda-mismatch": ("cuda",)}
+CLASS_CHECKS = {
+    "spec-mismatch": ("spec",),
+    "f32-mismatch": ("f32",),
+    "cuda-mismatch": ("cuda",),
+    "eager-mismatch": ("eager",),
+}
 
 Outcome = tuple[str, str]  # (class, detail); class "ok" passes
 OK: Outcome = ("ok", "")
@@ -90,7 +97,8 @@ def _run(case: dict[str, Any], checks: tuple[str, ...], at: list[str]) -> Outcom
         return "reject-check", _first_line(e)
     if must_reject:
         return "unexpected-accept", "total(total(...)) passed the check"
-    generic = lossdsl.Loss(definition, specialize=False)
+    # The kernels compile on the caller ("sync"): the checks compare the path they name.
+    generic = lossdsl.Loss(definition, specialize=False, compile_mode="sync")
     _stage("reject-derive", generic.derived)
     _stage("reject-codegen", generic.source)
     over, defaults = draw(case)
@@ -101,6 +109,7 @@ def _run(case: dict[str, Any], checks: tuple[str, ...], at: list[str]) -> Outcom
         "spec": lambda: _compare_specialised(case, definition, generic, defaults),
         "f32": lambda: _compare32(case, generic, over),
         "cuda": lambda: _compare_cuda(case, definition, over),
+        "eager": lambda: _compare_eager(case, definition, over),
     }
     for name in checks:
         at[0] = name
@@ -198,7 +207,7 @@ def _compare_specialised(
 ) -> None:
     _compare64(case, generic, data)  # the generic kernel at the defaults
     v0, g0, h0 = evaluate(generic, case, data)
-    v, g, h = evaluate(lossdsl.Loss(definition), case, data)
+    v, g, h = evaluate(lossdsl.Loss(definition, compile_mode="sync"), case, data)
     check("spec-mismatch", v, v0, RTOL64, FLOOR64, "value")
     for a, r in zip(g + h, g0 + h0, strict=True):
         check("spec-mismatch", a, r, RTOL64, FLOOR64, "gradient or Hessian")
@@ -215,6 +224,18 @@ def _compare32(case: dict[str, Any], loss: lossdsl.Loss, data: Data) -> None:
         case["loss"]["wrt"], _listed(g), ref.grads, ref32.grads, strict=True
     ):
         check("f32-mismatch", a, r, RTOL32, FLOOR32, name, np.abs(r32 - r), _nan_rows(case, data))
+
+
+def _compare_eager(case: dict[str, Any], definition: Any, data: Data) -> None:
+    """The NumPy path against torch: float64 value, gradient and Hessian, the value entry,
+    float32; any mismatch is `eager-mismatch`."""
+    loss = lossdsl.Loss(definition, specialize=False, compile_mode="never")
+    try:
+        _compare64(case, loss, data)
+        _compare_value(case, loss, data)
+        _compare32(case, loss, data)
+    except Mismatch as m:
+        raise Mismatch("eager-mismatch", str(m)) from None
 
 
 def _compare_cuda(case: dict[str, Any], definition: Any, data: Data) -> None:
