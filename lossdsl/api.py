@@ -456,6 +456,10 @@ class Loss:
             )
         return lambda call: self._kernels(call.defaults if self.specialize else ())
 
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        # Dask names the tasks of a graph by their arguments: a loss by what defines its kernels.
+        return (self._key, self.target, self.specialize)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # By definition, not by kernels: another process (a Dask worker) rebuilds the Loss
         # and loads the same kernels from the on-disk cache (same key), compiling nothing.
