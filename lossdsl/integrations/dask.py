@@ -8,7 +8,8 @@ exact (not per-block approximations) and lazy: a 0-d array for a reduced value, 
 like the inputs for per-sample outputs and derivatives. Nothing is computed until the caller
 computes; every block runs the same fused kernels, which a worker process loads from the
 on-disk cache (a `Loss` pickles by its definition). A class or feature axis split over several
-chunks is rechunked into one. Also: exact start scores for the boosting adapters (`dask_totals`).
+chunks is rechunked into one. `from_npy` and `to_npy` stream `.npy` files block by block; and
+`dask_totals` gives the boosting adapters exact start scores.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import importlib
 import math
 import operator
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,6 +187,8 @@ class _Graph:
         wrt = arrays[loss.inputs.index(loss.wrt[0])]
         self.dtype = wrt.dtype
         self.batch = wrt.shape[: wrt.ndim - (1 if self._axis(loss.wrt[0]) else 0)]
+        info = zip(loss.input_info, arrays, strict=True)
+        self.axis_len = next((a.shape[-1] for i, a in info if i.axis), 0)
         # Block indices: a letter per batch dimension, "_" for the axis (one chunk).
         self.index = "".join(chr(ord("a") + k) for k in range(len(self.batch)))
         base: Any = importlib.import_module("dask.base")
@@ -200,11 +204,11 @@ class _Graph:
         totals, adjoints = self.first
         n = math.prod(self.batch)
         if self.loss.has_totals or (mean and weighted):
-            totals = self._tree("totals", self._blocks("totals"))
+            totals = self._tree(self._blocks("totals"))
         else:  # the weight sum is the sample count
             totals = lossdsl.Partials("totals", totals.layout, np.array([float(n)]), n)
         if self.mode != "value" and adjoints.sums.size:
-            adjoints = self._tree("adjoints", self._blocks("adjoints", totals=totals))
+            adjoints = self._tree(self._blocks("adjoints", totals=totals))
         done = self._blocks("finalize", False, totals=totals, adjoints=adjoints)
         if reduce:
             shares = done.map_blocks(
@@ -234,11 +238,18 @@ class _Graph:
 
     def _blocks(self, step: str, one: bool = True, **given: Any) -> Any:
         """A task per block running `step` of the phases; its result is one object per block."""
+        arrays = [*self.arrays, *self.extra.values()]
+        if one:
+            # The phases before the last read the inputs anew (their graph cloned): a block is
+            # then never held from one phase to the next, so data larger than the cluster's
+            # memory streams through each phase instead of filling memory and spilling.
+            manipulation: Any = importlib.import_module("dask.graph_manipulation")
+            cloned = manipulation.clone(*arrays, seed=step, assume_layers=True)
+            arrays = list(cloned) if len(arrays) > 1 else [cloned]
+        axis = ["_" if i.axis else "" for i in self.loss.input_info] + [""] * len(self.extra)
         pairs: list[Any] = []
-        for inp, a in zip(self.loss.input_info, self.arrays, strict=True):
-            pairs += [a, self.index + ("_" if inp.axis else "")]
-        for a in self.extra.values():
-            pairs += [a, self.index]
+        for a, tail in zip(arrays, axis, strict=True):
+            pairs += [a, self.index + tail]
         fn = _Step(step, self.loss, self.mode, self.kw, self.reduction, tuple(self.extra))
         return self.da.blockwise(
             fn,
@@ -252,7 +263,7 @@ class _Graph:
             **given,
         )
 
-    def _tree(self, step: str, blocks: Any) -> Any:
+    def _tree(self, blocks: Any) -> Any:
         """The Partials of every block added up, `SPLIT_EVERY` per task."""
         parts = list(blocks.to_delayed().ravel())
         add = self.dask.delayed(_add, pure=True)
@@ -262,12 +273,7 @@ class _Graph:
 
     def _pick(self, done: Any, k: int, along: bool) -> Any:
         """Output `k` of every block's finalize, as one array (with the axis when `along`)."""
-        axis = (
-            self.arrays[next(j for j, i in enumerate(self.loss.input_info) if i.axis)]
-            if along
-            else None
-        )
-        chunks = done.chunks + (((axis.shape[-1],),) if along else ())
+        chunks = done.chunks + (((self.axis_len,),) if along else ())
         return done.map_blocks(
             operator.getitem,
             k,
@@ -321,6 +327,57 @@ def _as_list(x: Any) -> list[Any]:
 
 def _one_or_tuple(items: list[Any]) -> Any:
     return items[0] if len(items) == 1 else tuple(items)
+
+
+# -- .npy files on disk, block by block -------------------------------------------------------
+
+
+def from_npy(path: str | os.PathLike[str], chunks: Any = "auto") -> Any:
+    """A `.npy` file as a lazy Dask array: each block is a memory-mapped view of its part of the
+    file, opened by the task that reads it (workers need the same file system). No data goes
+    through the graph, so an array larger than any machine's memory streams from disk."""
+    da: Any = importlib.import_module("dask.array")
+    base: Any = importlib.import_module("dask.base")
+    path = os.fspath(path)
+    head = np.load(path, mmap_mode="r")  # the header only
+    chunks = da.core.normalize_chunks(chunks, head.shape, dtype=head.dtype)
+    token = base.tokenize(path, os.path.getmtime(path), chunks)
+    return da.map_blocks(
+        _read_block,
+        path,
+        name=f"from-npy-{token}",
+        chunks=chunks,
+        dtype=head.dtype,
+        meta=np.empty((0,) * head.ndim, head.dtype),
+    )
+
+
+def to_npy(path: str | os.PathLike[str], x: Any, compute: bool = True) -> Any:
+    """Write Dask array `x` to a `.npy` file: the file is made here, each block is written into
+    it by the task that computes it (workers need the same file system). With `compute=False`,
+    the lazy store (compute it, e.g. with other results that share its graph)."""
+    da: Any = importlib.import_module("dask.array")
+    path = os.fspath(path)
+    np.lib.format.open_memmap(path, mode="w+", dtype=x.dtype, shape=x.shape).flush()
+    return da.store(x, _NpyFile(path), lock=False, compute=compute)
+
+
+def _read_block(path: str, block_info: Any = None) -> np.ndarray:
+    where = block_info[None]["array-location"]
+    view: np.ndarray = np.load(path, mmap_mode="r")[tuple(slice(a, b) for a, b in where)]
+    return view
+
+
+class _NpyFile:
+    """A `.npy` file as a store target: it pickles as its path, each write maps the file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __setitem__(self, where: Any, block: np.ndarray) -> None:
+        out = np.load(self.path, mmap_mode="r+")
+        out[where] = block
+        out.flush()
 
 
 def dask_totals(b: Booster, label: Any, weight: Any, k: int | None) -> Totals:
