@@ -353,12 +353,19 @@ def from_npy(path: str | os.PathLike[str], chunks: Any = "auto") -> Any:
 
 
 def to_npy(path: str | os.PathLike[str], x: Any, compute: bool = True) -> Any:
-    """Write Dask array `x` to a `.npy` file: the file is made here, each block is written into
-    it by the task that computes it (workers need the same file system). With `compute=False`,
-    the lazy store (compute it, e.g. with other results that share its graph)."""
+    """Write Dask array `x` to a `.npy` file: the file is made here (or an existing one of the
+    same shape and dtype overwritten in place), each block is written into it by the task that
+    computes it (workers need the same file system). With `compute=False`, the lazy store
+    (compute it with other results that share its graph, e.g. the value of the same call)."""
     da: Any = importlib.import_module("dask.array")
     path = os.fspath(path)
-    np.lib.format.open_memmap(path, mode="w+", dtype=x.dtype, shape=x.shape).flush()
+    try:
+        old = np.load(path, mmap_mode="r")
+        reuse = old.shape == x.shape and old.dtype == x.dtype and old.flags.c_contiguous
+    except (OSError, ValueError):
+        reuse = False
+    if not reuse:
+        np.lib.format.open_memmap(path, mode="w+", dtype=x.dtype, shape=x.shape).flush()
     return da.store(x, _NpyFile(path), lock=False, compute=compute)
 
 
@@ -369,15 +376,31 @@ def _read_block(path: str, block_info: Any = None) -> np.ndarray:
 
 
 class _NpyFile:
-    """A `.npy` file as a store target: it pickles as its path, each write maps the file."""
+    """A `.npy` file as a store target; it pickles as its path and the header's length."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else None
+            (header or np.lib.format.read_array_header_2_0)(f)
+            self.offset = f.tell()
 
-    def __setitem__(self, where: Any, block: np.ndarray) -> None:
-        out = np.load(self.path, mmap_mode="r+")
-        out[where] = block
-        out.flush()
+    def __setitem__(self, where: tuple[slice, ...], block: np.ndarray) -> None:
+        out = np.load(self.path, mmap_mode="r")
+        rows = where[0].indices(out.shape[0]) if out.ndim else (0, 1, 1)
+        whole = all(
+            w.indices(n) == (0, n, 1) for w, n in zip(where[1:], out.shape[1:], strict=True)
+        )
+        if whole and rows[2] == 1:
+            # Whole rows are one run of bytes: one write call (through a mapping, every page of
+            # it would fault first: several times slower).
+            row = out.itemsize * int(np.prod(out.shape[1:]))
+            data = np.ascontiguousarray(block, out.dtype)
+            with open(self.path, "r+b") as f:
+                os.pwrite(f.fileno(), data.data, self.offset + rows[0] * row)
+            return
+        np.load(self.path, mmap_mode="r+")[where] = block
 
 
 def dask_totals(b: Booster, label: Any, weight: Any, k: int | None) -> Totals:
