@@ -463,7 +463,7 @@ class Loss:
     def __reduce__(self) -> tuple[Any, ...]:
         # By definition, not by kernels: another process (a Dask worker) rebuilds the Loss
         # and loads the same kernels from the on-disk cache (same key), compiling nothing.
-        return (Loss, (self.definition, self.target, self.specialize))
+        return (_rebuild, (self._key, self.definition, self.target, self.specialize))
 
     def _run(
         self,
@@ -530,6 +530,22 @@ class Loss:
         module = self._kernels(call.defaults if self.specialize else ())
         value = host.run(module, mode, call, grads, hess, self.definition)
         return value, one_or_tuple(grads), one_or_tuple(hess)
+
+
+# Losses unpickled in this process, by the key they were pickled with (see `_rebuild`).
+_REBUILT: dict[tuple[str, str, bool], Loss] = {}
+
+
+def _rebuild(key: str, definition: ir.LossDef, target: str, specialize: bool) -> Loss:
+    """An unpickled `Loss`: one object per definition and process, with its loaded kernels (a
+    Dask worker unpickles the loss of every task: a new object would fingerprint it anew)."""
+    memo = (key, target, specialize)
+    loss = _REBUILT.get(memo)
+    if loss is None:
+        if len(_REBUILT) >= _MAX_PLANS:
+            _REBUILT.clear()
+        loss = _REBUILT[memo] = Loss(definition, target, specialize)
+    return loss
 
 
 def _lazy_integration(
