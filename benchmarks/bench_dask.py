@@ -8,7 +8,8 @@ written back to a .npy file, for:
   files block by block (`integrations.dask.from_npy` / `to_npy`);
 - lossdsl's phases API in this process over memory maps (`partial_totals`, `finalize`);
 - NumPy over memory maps in this process, chunk by chunk (the same formulas, hand-written);
-- the in-memory kernel (`value_and_grad(..., out=)`) on the part that fits (`--fit` GB).
+- the in-memory kernel (`value_and_grad(..., out=)`) on the part that fits (`--fit` GB);
+- and, as the floor of Dask itself, `(pred + target).sum()` over the same blocks and workers.
 
 Throughput is input bytes per second; the read bandwidth of the files (page cache or disk,
 whichever holds them) and the memory copy bandwidth are measured in the same run, and each
@@ -124,6 +125,12 @@ def _dask(loss: lossdsl.Loss, client: Any, paths: tuple[Path, ...], out: Path, c
     return float(futures[0].result())
 
 
+def _dask_sum(client: Any, paths: tuple[Path, ...], chunk: int) -> float:
+    """Dask's own floor on the same blocks: read both files and add them up."""
+    pred, target = (from_npy(path, chunks=chunk) for path in paths)
+    return float(client.compute((pred + target).sum(), sync=True))
+
+
 def _rates(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
     """GB/s of each case for one loss."""
     from dask.distributed import Client, LocalCluster
@@ -148,6 +155,8 @@ def _rates(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[st
             _dask(loss, client, data["paths"], out, chunk)  # the workers load the kernels
             secs = _best(lambda: _dask(loss, client, data["paths"], out, chunk), repeats)
             rates[f"dask, {k} worker{'s' * (k > 1)}"] = nbytes / GB / secs
+            secs = _best(lambda: _dask_sum(client, data["paths"], chunk), repeats)
+            rates[f"(reference: dask sum(p + t), {k} worker{'s' * (k > 1)})"] = nbytes / GB / secs
     return rates
 
 
