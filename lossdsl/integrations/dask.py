@@ -85,7 +85,7 @@ def _refuse(loss: lossdsl.Loss, kw: dict[str, Any], out: Any, grad_out: Any) -> 
     if out is not None or grad_out is not None:
         raise SpecShapeError(
             "out= is not supported with Dask arrays: the results are lazy Dask arrays",
-            hint="store them with dask.array.store (or da.to_npy_stack, to_zarr) instead",
+            hint="store them with dask.array.store or lossdsl.integrations.dask.to_npy instead",
         )
     for name, value in kw.items():
         if isinstance(value, da.Array):
