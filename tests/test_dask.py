@@ -356,12 +356,17 @@ def test_readme_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert_close(np.load("grad.npy"), grad, rtol=1e-5, atol=1e-12)
 
 
-def test_npy_files_round_trip(tmp_path: Path, rng: np.random.Generator) -> None:
-    """Blocks of whole rows and blocks of part of a row are written and read back alike."""
+def test_npy_files_round_trip(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    """Blocks of whole rows and blocks of part of a row are written and read back alike, on
+    worker processes, from a path relative to this process's folder (regression: the workers
+    resolved it in their own folder)."""
+    monkeypatch.chdir(tmp_path)
     x = rng.normal(size=(7, 5)).astype(np.float32)
     for chunks in ((3, 5), (2, 2)):
-        to_npy(tmp_path / "x.npy", da.from_array(x, chunks=chunks))
-        np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)
-        back = from_npy(tmp_path / "x.npy", chunks=(4, 3))
+        to_npy("x.npy", da.from_array(x, chunks=chunks))
+        np.testing.assert_array_equal(np.load("x.npy"), x)
+        back = from_npy("x.npy", chunks=(4, 3))
         assert back.chunks == ((4, 3), (3, 2))
-        np.testing.assert_array_equal(back.compute(scheduler="sync"), x)
+        np.testing.assert_array_equal(client.compute(back, sync=True), x)

@@ -338,7 +338,7 @@ def from_npy(path: str | os.PathLike[str], chunks: Any = "auto") -> Any:
     through the graph, so an array larger than any machine's memory streams from disk."""
     da: Any = importlib.import_module("dask.array")
     base: Any = importlib.import_module("dask.base")
-    path = os.fspath(path)
+    path = os.path.abspath(path)  # workers may run in another folder
     head = np.load(path, mmap_mode="r")  # the header only
     chunks = da.core.normalize_chunks(chunks, head.shape, dtype=head.dtype)
     token = base.tokenize(path, os.path.getmtime(path), chunks)
@@ -358,7 +358,7 @@ def to_npy(path: str | os.PathLike[str], x: Any, compute: bool = True) -> Any:
     computes it (workers need the same file system). With `compute=False`, the lazy store
     (compute it with other results that share its graph, e.g. the value of the same call)."""
     da: Any = importlib.import_module("dask.array")
-    path = os.fspath(path)
+    path = os.path.abspath(path)  # workers may run in another folder
     try:
         old = np.load(path, mmap_mode="r")
         reuse = old.shape == x.shape and old.dtype == x.dtype and old.flags.c_contiguous
