@@ -29,6 +29,7 @@ from lossdsl.errors import (
     UnsupportedError,
 )
 from lossdsl.penalty import Penalized
+from lossdsl.phases import Partials
 from lossdsl.precompile import precompile
 from lossdsl.space import Dimension, LossSpace, search_space
 
@@ -41,6 +42,7 @@ __all__ = [
     "LossDSLError",
     "LossSpace",
     "ParamInfo",
+    "Partials",
     "Penalized",
     "SpecDomainError",
     "SpecNameError",

@@ -9,6 +9,9 @@ parameter domains before any kernel runs, and report problems as `LossDSLError`s
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lossdsl import background, eager, host, ir, limits, runtime
+from lossdsl import background, eager, host, ir, limits, phases, runtime
 from lossdsl.calls import (
     Call,
     Fixed,
@@ -47,6 +50,10 @@ if TYPE_CHECKING:
 
 # Validated argument signatures kept per loss (see plan_key).
 _MAX_PLANS = 64
+# Lazy array libraries: the module defining the array type, and the integration that builds a
+# lazy computation of a call on such arrays. Checked without importing the library: if its
+# module is not loaded, no array of it exists.
+_LAZY_ARRAYS = {"dask.array": ("Array", "lossdsl.integrations.dask")}
 
 
 @dataclass(frozen=True)
@@ -310,6 +317,11 @@ class Loss:
             self._modules[fixed] = module
         return module
 
+    @functools.cached_property
+    def _key(self) -> str:
+        """The generic kernels' cache key: the loss's identity across processes (made once)."""
+        return self._key_of(())
+
     def _key_of(self, fixed: Fixed) -> str:
         fingerprint = ir.fingerprint(self.definition) + (repr(fixed) if fixed else "")
         return runtime.cache_key(fingerprint, self.target)
@@ -492,10 +504,84 @@ class Loss:
         )
         return grads, hess
 
+    # -- phases: one chunk of a batch at a time ----------------------------------------------
+
+    def partial_totals(
+        self, *args: Any, sample_weight: Any = None, mode: str = "grad", **kw: Any
+    ) -> phases.Partials:
+        """Sums of the batch totals and of the weights over a chunk of the batch.
+
+        Add the `Partials` of every chunk (`+` or `sum`) for the sums over the batch, then
+        pass them to `partial_adjoints` and `finalize` of each chunk. Parameters and
+        `sample_weight` as for a call; `mode` ("value", "grad", "hess") names the kernels
+        that run (any mode's totals serve every mode).
+        """
+        return phases.partial_totals(
+            self.definition, self._chunk_kernels(), mode, args, kw, sample_weight
+        )
+
+    def partial_adjoints(
+        self,
+        *args: Any,
+        totals: phases.Partials,
+        mode: str = "grad",
+        reduction: str | None = None,
+        sample_weight: Any = None,
+        cotangent: Any = None,
+        **kw: Any,
+    ) -> phases.Partials:
+        """Sums of the totals' adjoints over a chunk, given the `totals` of the whole batch;
+        added over every chunk, `finalize` needs them for `mode` "grad" and "hess" of a loss
+        with batch totals (elsewhere they are empty and may be left out)."""
+        d, kernels = self.definition, self._chunk_kernels()
+        return phases.partial_adjoints(
+            d, kernels, mode, args, kw, totals, reduction, sample_weight, cotangent
+        )
+
+    def finalize(
+        self,
+        *args: Any,
+        totals: phases.Partials,
+        adjoints: phases.Partials | None = None,
+        mode: str = "grad",
+        reduction: str | None = None,
+        sample_weight: Any = None,
+        cotangent: Any = None,
+        out: Any = None,
+        **kw: Any,
+    ) -> tuple[Any, Any, Any]:
+        """The fused pass over a chunk given the sums of the whole batch: (value, gradients,
+        Hessian diagonals), None for what `mode` does not compute.
+
+        The value is the chunk's share of the batch's value as a float64 (mean and sum: the
+        shares of all chunks add up to it) or, for reduction 'none', the chunk's per-sample
+        outputs; the derivatives are those of the batch's value at the chunk's samples.
+        `out` receives the gradient (as for `value_and_grad`).
+        """
+        d, kernels = self.definition, self._chunk_kernels()
+        return phases.finalize(
+            d, kernels, mode, args, kw, totals, adjoints, reduction, sample_weight, cotangent, out
+        )
+
+    def _chunk_kernels(self) -> phases.Kernels:
+        if self.target != "cpu":
+            raise UnsupportedError(
+                f"the phases API runs the CPU kernels; this loss targets '{self.target}'",
+                hint="use loss.to('cpu')",
+            )
+        return lambda call: self._kernels(call.defaults if self.specialize else ())
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        # Dask names the tasks of a graph by their arguments: a loss by what defines its kernels.
+        return (self._key, self.target, self.specialize)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # By definition, not by kernels: another process (a Dask worker) rebuilds the Loss
         # and loads the same kernels from the on-disk cache (same key), compiling nothing.
-        return (Loss, (self.definition, self.target, self.specialize, self.compile_mode))
+        return (
+            _rebuild,
+            (self._key, self.definition, self.target, self.specialize, self.compile_mode),
+        )
 
     def _run(
         self,
@@ -509,6 +595,10 @@ class Loss:
         fresh: bool = False,
         grad_out: Any = None,
     ) -> tuple[Any, Any, Any]:
+        lazy = _lazy_integration(args, kw, weight, cotangent)
+        if lazy is not None:
+            run: Any = lazy.run
+            return run(self, mode, args, kw, reduction, weight, out, cotangent, grad_out)  # type: ignore[no-any-return]
         if self.target == "array":
             raise UnsupportedError(
                 "target 'array' is code for array libraries, not a callable kernel",
@@ -565,6 +655,38 @@ class Loss:
         else:
             value = host.run(module, mode, call, grads, hess, self.definition)
         return value, one_or_tuple(grads), one_or_tuple(hess)
+
+
+# Losses unpickled in this process, by the key they were pickled with (see `_rebuild`).
+_REBUILT: dict[tuple[str, str, bool, str | None], Loss] = {}
+
+
+def _rebuild(
+    key: str, definition: ir.LossDef, target: str, specialize: bool, compile_mode: str | None
+) -> Loss:
+    """An unpickled `Loss`: one object per definition and process, with its loaded kernels (a
+    Dask worker unpickles the loss of every task: a new object would fingerprint it anew)."""
+    memo = (key, target, specialize, compile_mode)
+    loss = _REBUILT.get(memo)
+    if loss is None:
+        if len(_REBUILT) >= _MAX_PLANS:
+            _REBUILT.clear()
+        loss = _REBUILT[memo] = Loss(definition, target, specialize, compile_mode)
+    return loss
+
+
+def _lazy_integration(
+    args: tuple[Any, ...], kw: dict[str, Any], weight: Any, cotangent: Any
+) -> ModuleType | None:
+    """The integration for a call on lazy arrays (a Dask array among the arguments), else None."""
+    for module, (cls_name, integration) in _LAZY_ARRAYS.items():
+        lib = sys.modules.get(module)
+        if lib is None:
+            continue
+        cls = getattr(lib, cls_name)
+        if any(isinstance(a, cls) for a in (*args, *kw.values(), weight, cotangent)):
+            return importlib.import_module(integration)
+    return None
 
 
 # -- module-level functions ------------------------------------------------------------------

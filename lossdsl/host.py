@@ -3,10 +3,13 @@
 Splits the batch into fixed blocks (so sums come out the same for any thread count), picks the
 thread count by size and turns the bad-label count into an error. Arrays are the caller's: the
 runner allocates nothing the size of the input but the per-sample output of reduction 'none'.
+A call may also be one chunk of a larger batch: `phase_sums` runs the totals or adjoints phase
+alone, and `run` takes their sums over the whole batch (`lossdsl.phases` builds on both).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -25,6 +28,27 @@ PARALLEL_ELEMENTS = 262_144
 # Stands for the block sums in a signature.
 _PARTS = np.zeros((1, 1))
 
+# Sums over a whole batch given to a chunk of it: (totals and weight sum, adjoints).
+Given = tuple[np.ndarray | None, np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """The kernel arguments of one call (`tail`: its outputs), and how its blocks run."""
+
+    head: tuple[Any, ...]
+    tail: tuple[Any, ...]
+    blocks: int
+    threads: int
+
+
+def _launch(call: Call, tail: tuple[Any, ...]) -> _Launch:
+    elements = call.n * max(call.axis_len, 1)
+    block = _block(call)
+    blocks = (call.n + block - 1) // block
+    threads = runtime.threads() if elements >= PARALLEL_ELEMENTS else 1
+    return _Launch(_head(call, block), tail, blocks, threads)
+
 
 def run(
     module: ModuleType,
@@ -33,32 +57,34 @@ def run(
     grads: list[np.ndarray],
     hess: list[np.ndarray],
     loss: ir.LossDef,
+    given: Given = (None, None),
 ) -> Any:
     """Run the CPU kernels of `module` for a validated call; returns the value.
 
     `grads` and `hess` (shaped like the `wrt` inputs) receive the derivatives `mode` asks for.
+    With `given` sums over a whole batch (see `phase_sums`), the call is one chunk of it and
+    the value its share, in float64 (the per-sample outputs for reduction 'none').
 
     Raises:
         SpecShapeError: labels outside the class axis (with a non-zero weight).
     """
     n, dtype = call.n, call.dtype
     result = np.empty(call.batch, dtype) if call.mode == 2 else None
+    chunk = given[0] is not None
+    if mode == "hess":
+        hessian_supported(loss, module)
     if n == 0:
         for g in grads + hess:
             g.fill(0)
-        return result if result is not None else dtype.type(np.nan if call.mode == 0 else 0.0)
-    elements = n * max(call.axis_len, 1)
-    block = _block(call)
-    blocks = (n + block - 1) // block
-    threads = runtime.threads() if elements >= PARALLEL_ELEMENTS else 1
-    head, tail = _arguments(call, block, result, grads, hess, loss)
+        if result is not None or chunk:
+            return result if result is not None else 0.0
+        return dtype.type(np.nan if call.mode == 0 else 0.0)
+    go = _launch(call, _tail(call, result, grads, hess, loss))
     weighted = call.sw is not None or loss.weight is not None
     weighted_mean = call.mode == 0 and weighted
     entry = entry_name(mode, call.dtag)
-    if mode == "hess":
-        hessian_supported(loss, module)
     value, bad = runtime.run_phases(
-        module, entry, head, tail, blocks, threads, weighted_mean, call.axis_len
+        module, entry, go.head, go.tail, go.blocks, go.threads, weighted_mean, call.axis_len, given
     )
     if bad:
         raise SpecShapeError(
@@ -66,7 +92,9 @@ def run(
             f"for loss '{loss.name}'",
             hint="labels index the class axis; mark ignored rows with a zero weight",
         )
-    return result if result is not None else dtype.type(value)
+    if result is not None:
+        return result
+    return value if chunk else dtype.type(value)
 
 
 def signature(
@@ -75,7 +103,7 @@ def signature(
     """The entry point `run` calls for this call and its argument types (`describe` records):
     what Numba compiles once, the same for every phase of the entry."""
     stand_in = np.empty(1, call.dtype) if call.mode == 2 else None
-    head, tail = _arguments(call, _block(call), stand_in, grads, hess, loss)
+    head, tail = _head(call, _block(call)), _tail(call, stand_in, grads, hess, loss)
     # The phase arguments: block range and block sums (float64, C order, like `run_phases`').
     middle = (0, 0, *[_PARTS] * 3)
     return entry_name(mode, call.dtag), tuple(describe(a) for a in (*head, *middle, *tail))
@@ -99,19 +127,45 @@ def _block(call: Call) -> int:
     return max(1, BLOCK_ELEMENTS // max(call.axis_len, 1))
 
 
-def _arguments(
+def _head(call: Call, block: int) -> tuple[Any, ...]:
+    """The kernel arguments before the phase arguments: inputs, parameters, weights, ..."""
+    return (*call.arrays, *call.params, call.sw, call.ct, call.mode, block)
+
+
+def _tail(
     call: Call,
-    block: int,
     result: np.ndarray | None,
     grads: list[np.ndarray],
     hess: list[np.ndarray],
     loss: ir.LossDef,
-) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """The kernel arguments before the phase arguments (inputs, parameters, weights, ...) and
-    after them (the outputs)."""
-    wrt = loss.wrt
-    flat = [a.reshape(call.flat_shape(x)) for a, x in zip(grads, wrt, strict=False)]
-    flat += [a.reshape(call.flat_shape(x)) for a, x in zip(hess, wrt, strict=False)]
-    head = (*call.arrays, *call.params, call.sw, call.ct, call.mode, block)
-    tail = (None if result is None else result.reshape(-1), *flat)
-    return head, tail
+) -> tuple[Any, ...]:
+    """The kernel arguments after the phase arguments: the outputs."""
+    flat = [a.reshape(call.flat_shape(x)) for a, x in zip(grads, loss.wrt, strict=False)]
+    flat += [a.reshape(call.flat_shape(x)) for a, x in zip(hess, loss.wrt, strict=False)]
+    return (None if result is None else result.reshape(-1), *flat)
+
+
+def phase_sums(
+    module: ModuleType,
+    mode: str,
+    suffix: str,
+    call: Call,
+    loss: ir.LossDef,
+    totals: np.ndarray | None = None,
+) -> np.ndarray:
+    """The sums of one earlier phase of entry `mode` over the call's samples: "_pre" (batch
+    totals, per-class totals and the weight sum) or "_adj" (the totals' adjoints, given the
+    `totals` of the whole batch). Zeros for an empty call."""
+    entry = entry_name(mode, call.dtag)
+    _, width, per_class, _ = next(p for p in module.PHASES[entry] if p[0] == suffix)
+    if call.n == 0:
+        return np.zeros(width + per_class * call.axis_len)
+    # Stand-ins with the types of the outputs a full call passes (the phase writes none of
+    # them): the kernel is compiled for the same signature, once.
+    out = np.empty(0, call.dtype) if call.mode == 2 else None
+    empty = [np.empty((0, call.axis_len)[: len(call.flat_shape(x))], call.dtype) for x in loss.wrt]
+    outputs = {"value": [], "grad": empty, "hess": empty + empty}[mode]
+    go = _launch(call, (out, *outputs))
+    return runtime.phase_sums(
+        module, entry, suffix, go.head, go.tail, go.blocks, go.threads, call.axis_len, totals
+    )

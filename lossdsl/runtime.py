@@ -233,6 +233,7 @@ def run_phases(
     threads: int,
     weighted_mean: bool,
     axis_len: int = 0,
+    given: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
 ) -> tuple[float, float]:
     """Run an entry point's phases over `blocks` fixed blocks; returns (value, bad rows).
 
@@ -240,24 +241,25 @@ def run_phases(
     order, so with any number of threads every sum is taken in the same order: results are
     bitwise identical whatever `threads` is and whichever thread computes a block (see
     `lossdsl.workers`: blocks are claimed dynamically, so a busy core does not hold the call).
+
+    `given` replaces the sums of the totals and the adjoints phases (rows of sums over the
+    whole batch, see `phase_sums`): those phases do not run, and this batch is one chunk.
     """
-    previous = [_NO_PARTS, _NO_PARTS]
+    previous = [_NO_PARTS if g is None else g for g in given]
     result: tuple[float, float, float] = (0.0, 0.0, 1.0)
     parts = _NO_PARTS
     for k, (suffix, width, per_class, always) in enumerate(module.PHASES[entry]):
-        if not (always or weighted_mean):
+        if not (always or weighted_mean) or (
+            suffix in _EARLIER and given[_EARLIER[suffix]] is not None
+        ):
             continue
         # Per-class totals take one column per position of the axis.
-        parts = workspace((module.__name__, entry, k), (blocks, width + per_class * axis_len))
-        args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
-        if threads <= 1 or blocks < 2:
-            result = run_kernel(module, entry + suffix, args)
-        else:
-            result = _run_threaded(module, entry + suffix, args, len(head), blocks, threads)
-        if suffix == "_pre":
-            previous[0] = parts
-        elif suffix == "_adj":
-            previous[1] = parts
+        columns = width + per_class * axis_len
+        result, parts = _run_phase(
+            module, entry, k, suffix, columns, head, tail, blocks, threads, previous
+        )
+        if suffix in _EARLIER:
+            previous[_EARLIER[suffix]] = parts
     total, bad, scale = result
     if threads > 1 and blocks >= 2:
         # Same order as the kernel's own loop over its blocks (a serial run): same bits.
@@ -266,6 +268,54 @@ def run_phases(
             total += v
             bad += b
     return total * scale, bad
+
+
+def phase_sums(
+    module: ModuleType,
+    entry: str,
+    suffix: str,
+    head: tuple[Any, ...],
+    tail: tuple[Any, ...],
+    blocks: int,
+    threads: int,
+    axis_len: int,
+    totals: np.ndarray | None = None,
+) -> np.ndarray:
+    """One earlier phase ("_pre": totals and weight sum, "_adj": adjoints, given the `totals`
+    row) over `blocks` blocks: its block sums added in block order, one float64 row."""
+    k, (_, width, per_class, _) = next(
+        (k, p) for k, p in enumerate(module.PHASES[entry]) if p[0] == suffix
+    )
+    previous = [_NO_PARTS if totals is None else totals, _NO_PARTS]
+    columns = width + per_class * axis_len
+    _, parts = _run_phase(module, entry, k, suffix, columns, head, tail, blocks, threads, previous)
+    row = np.zeros(columns)
+    for b in range(blocks):  # in block order, as the kernels add them
+        row += parts[b]
+    return row
+
+
+# Phases whose block sums a later phase reads, and which argument (_P0, _P1) receives them.
+_EARLIER = {"_pre": 0, "_adj": 1}
+
+
+def _run_phase(
+    module: ModuleType,
+    entry: str,
+    k: int,
+    suffix: str,
+    columns: int,
+    head: tuple[Any, ...],
+    tail: tuple[Any, ...],
+    blocks: int,
+    threads: int,
+    previous: list[np.ndarray],
+) -> tuple[tuple[float, float, float], np.ndarray]:
+    parts = workspace((module.__name__, entry, k), (blocks, columns))
+    args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
+    if threads <= 1 or blocks < 2:
+        return run_kernel(module, entry + suffix, args), parts
+    return _run_threaded(module, entry + suffix, args, len(head), blocks, threads), parts
 
 
 def _run_threaded(

@@ -377,7 +377,7 @@ _FIXED_NAMES = {
     "_b1": "end block", "_P0": "total partials", "_P1": "adjoint partials",
     "_parts": "block partials", "_out": "value output", "_b": "block index",
     "_lo": "block start", "_hi": "block end", "_j": "chunk start", "_i": "sample loop index",
-    "_c0": "row chunk start", "_weighted": "weighted flag", "_W": "weight sum",
+    "_c0": "row chunk start", "_W": "weight sum",
     "_scale": "scale", "_scalef": "scale in dtype", "_wv": "spec weight", "_w": "weight",
     "_keep": "nonzero weight", "_val": "sample value", "_v": "value accumulator",
     "_bad": "bad-row accumulator", "_tw": "weight accumulator", "_total": "value sum",
@@ -621,15 +621,16 @@ class _Kernel:
     def _batch_scalars(self) -> list[str]:
         """Totals, weight sum and adjoints from earlier phases' block sums, added in order."""
         em = self.em
-        weighted = "True" if self.loss.weight is not None else "False"
         k = len(self.totals)
-        out = [f"    _weighted = {weighted} or _sw is not None", "    _W = float(_n)"]
+        out = ["    _W = float(_n)"]
         x = [em.claim(f"_x{j}", "batch total") for j in range(k + 1)]
         out += [f"    {x[j]} = 0.0" for j in range(k + 1)]
         out += ["    for _b in range(_P0.shape[0]):"]
         out += [f"        _x{j} += _P0[_b, {j}]" for j in range(k + 1)]
         out += [f"    {em.name(q.symbol)} = {em.cast(f'_x{j}')}" for j, q in enumerate(self.totals)]
-        out += ["    if _weighted and _P0.shape[0] > 0:", f"        _W = _x{k}"]
+        # The weight sum of the totals phase: the sample count where nothing is weighted, so
+        # sums given for a whole batch (runtime.run_phases) scale a chunk of it right.
+        out += ["    if _P0.shape[0] > 0:", f"        _W = _x{k}"]
         out += [
             "    _scale = 1.0 / _W if _mode == 0 else 1.0",
             f"    _scalef = {em.cast('_scale')}",
