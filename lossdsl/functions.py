@@ -110,7 +110,9 @@ def relation(cls: Any, a: sp.Expr, b: sp.Expr) -> sp.Expr:
 
 def _clip(ctx: LoweringContext, x: sp.Expr, low: sp.Expr, high: sp.Expr) -> sp.Expr:
     # torch.clamp: gradient 1 on the closed interval [low, high], 0 at NaN; NaN stays NaN.
-    inside = P.Where(relation(sp.LessThan, x, high), x, high)
+    # Both arms keep NaN: SymPy folds `x >= -oo` to true, so with low = -inf only the inner
+    # select is left.
+    inside = P.Where(relation(sp.LessThan, x, high), x, P.NanOr(high, x))
     return P.Where(relation(sp.GreaterThan, x, low), inside, P.NanOr(low, x))
 
 

@@ -13,6 +13,7 @@ hides the NaN. Every other sample must match torch exactly.
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from oracles import BY_SPEC
 from test_catalog import _torch_reference
 
 import lossdsl
+
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 
 CLAMPED = (
     "hinge",
@@ -64,3 +67,18 @@ def test_nan_input_propagates_as_in_torch(name: str) -> None:
             assert_close(ours[1:], ref[1:])
             first = ours[0].reshape(-1)
             assert np.all(np.isnan(first) | (first == 0)), first
+
+
+def test_clip_with_an_infinite_bound_keeps_nan() -> None:
+    """tests/regressions/miscompile-clip-open-low-nan.loss: torch.clamp(NaN) is NaN whatever
+    its bounds; the other samples and the NaN sample's zero clamp gradient as torch gives."""
+    torch = pytest.importorskip("torch")
+    loss = lossdsl.load(REGRESSIONS / "miscompile-clip-open-low-nan.loss")
+    x = np.random.default_rng(4).normal(size=(3, 4))
+    x[1, 2] = np.nan
+    value, grad = loss.value_and_grad(x, reduction="none")
+    t = torch.tensor(x, requires_grad=True)
+    ref = t.clamp(max=0.75).sum(-1)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), t)
+    assert_close(value, ref.detach().numpy())  # NaN where torch has NaN
+    assert_close(grad, ref_grad.numpy())
