@@ -31,6 +31,7 @@ from lossdsl.calls import (
 )
 from lossdsl.check import TASKS, check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
+from lossdsl.codegen.names import HESSIAN_MODES
 from lossdsl.errors import (
     LossDSLError,
     SpecShapeError,
@@ -364,7 +365,8 @@ class Loss:
         The default reduction is "sum" (not the spec's): sample i gets w_i dl_i and
         w_i d2l_i, never divided by N. `out` is a pair (gradient array, Hessian array), each
         as for `value_and_grad` (a tuple per array for several `wrt` inputs); both are
-        written and returned. No per-sample value array is written.
+        written and returned. The kernel computes no value at all (its own entry point, with
+        only the gradient and Hessian terms in its common subexpressions).
         """
         if out is not None and not (isinstance(out, tuple | list) and len(out) == 2):
             raise SpecShapeError("out= for grad_hess is a pair (gradient, hessian)")
@@ -379,7 +381,7 @@ class Loss:
                 hint="give each its own array (np.empty_like twice)",
             )
         _, grads, hess = self._run(
-            "hess", args, kw, reduction, sample_weight, hess_out, fresh=True, grad_out=grad_out
+            "grad_hess", args, kw, reduction, sample_weight, hess_out, fresh=True, grad_out=grad_out
         )
         return grads, hess
 
@@ -438,7 +440,7 @@ class Loss:
         hess: list[np.ndarray] = []
         if mode == "grad":
             grads = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
-        elif mode == "hess":
+        elif mode in HESSIAN_MODES:
             hess = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
             grads = grads_given or [
                 np.empty(call.shape_of(x), call.dtype)

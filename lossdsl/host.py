@@ -14,7 +14,7 @@ import numpy as np
 
 from lossdsl import ir, runtime
 from lossdsl.calls import Call, hessian_supported
-from lossdsl.codegen.names import entry_name
+from lossdsl.codegen.names import HESSIAN_MODES, entry_name
 from lossdsl.errors import SpecShapeError
 
 # Samples per block scale so one block holds about this many elements: big enough to amortise
@@ -40,7 +40,8 @@ def run(
         SpecShapeError: labels outside the class axis (with a non-zero weight).
     """
     n, dtype = call.n, call.dtype
-    result = np.empty(call.batch, dtype) if call.mode == 2 else None
+    # The grad_hess entry computes no value: no per-sample array for reduction 'none'.
+    result = np.empty(call.batch, dtype) if call.mode == 2 and mode != "grad_hess" else None
     if n == 0:
         for g in grads + hess:
             g.fill(0)
@@ -57,7 +58,7 @@ def run(
     weighted = call.sw is not None or loss.weight is not None
     weighted_mean = call.mode == 0 and weighted
     entry = entry_name(mode, call.dtag)
-    if mode == "hess":
+    if mode in HESSIAN_MODES:
         hessian_supported(loss, module)
     value, bad = runtime.run_phases(
         module, entry, head, tail, blocks, threads, weighted_mean, call.axis_len

@@ -245,6 +245,18 @@ def _score_and_label(loss: Loss) -> tuple[Any, Any]:
             "differentiated",
             hint="wrap it: loss obj(score, label): return my_loss(score, label; ...)",
         )
+    if loss.has_totals:
+        # A booster fits each tree to per-sample (g, h) as if the loss were a sum of
+        # per-sample terms. Through total(...) every sample's loss depends on the whole
+        # batch: the Hessian is dense, its diagonal alone is no Newton step (it may vanish or
+        # change sign), and distributed training would take the totals per worker.
+        raise LossDSLError(
+            f"loss '{loss.name}' uses batch totals (total(...)): each sample's gradient "
+            "depends on the whole batch and its Hessian is not diagonal, so it is no "
+            "per-sample boosting objective",
+            hint="boost a per-sample loss (bce_with_logits, sigmoid_focal for masks) and "
+            "report this one as a metric (lossdsl.get(name)(scores, labels))",
+        )
     score = loss.definition.input(loss.wrt[0])
     label = next(i for i in inputs if i.name != score.name)
     return score, label
