@@ -32,6 +32,11 @@ from lossdsl.integrations import xgboost as lx
 Fn = Callable[[], Any]
 
 
+# A pause before each timed call: thread pools that spin after their work (XLA's, OpenMP's)
+# would otherwise take the cores from the next contestant.
+SETTLE_S = 0.05
+
+
 def _median_ms(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
     """Interleaved repeats (one call of each per round, after a warm-up call each)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -39,6 +44,7 @@ def _median_ms(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
         fn()
     for _ in range(repeats):
         for name, fn in fns.items():
+            time.sleep(SETTLE_S)
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
