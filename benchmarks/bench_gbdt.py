@@ -38,12 +38,14 @@ SETTLE_S = 0.05
 
 
 def _median_ms(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
-    """Interleaved repeats (one call of each per round, after a warm-up call each)."""
+    """Interleaved repeats (one call of each per round, after a warm-up call each), the order
+    rotated every round so that no contestant always follows the same one."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for r in range(repeats):
+        for name, fn in order[r % len(order) :] + order[: r % len(order)]:
             time.sleep(SETTLE_S)
             t = time.perf_counter()
             fn()
