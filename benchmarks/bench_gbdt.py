@@ -2,18 +2,23 @@
 
 Part 1 times one boosting round's objective call (gradient and Hessian of every sample, as
 XGBoost hands it: float32 scores) for the binary logistic loss at several n and for a 10-class
-softmax at 1e6: lossdsl's `Objective`, a hand-written NumPy objective writing into reused
-buffers, and the jaxboost approach (`jax.grad` of the summed loss, then `jax.grad` of that for
-the Hessian diagonal; `jax.hessian` per row for softmax), jitted and warmed up. Part 2 times
-whole XGBoost and LightGBM training runs with the lossdsl objective against the built-in one.
-Medians of interleaved repeats; ratios are printed in the same run.
+softmax at 1e6: lossdsl's `Objective` (the gradient-and-Hessian-only kernel), the full kernel
+that also computes the value (`value_grad_hess`, for comparison), a hand-written NumPy objective
+writing into reused buffers, and the jaxboost approach (`jax.grad` of the summed loss, then
+`jax.grad` of that for the Hessian diagonal; `jax.hessian` per row for softmax), jitted and
+warmed up. Part 2 times whole XGBoost and LightGBM training runs with the lossdsl objective
+against the built-in one. Medians of interleaved repeats; ratios are printed in the same run,
+with the load average before and after (a loaded machine makes OpenMP training erratic:
+`--threads 1` runs the libraries and the kernels on one thread each).
 
     python benchmarks/bench_gbdt.py [--sizes 1e5 1e6 1e7] [--train-sizes 1e5 1e6] [--rounds 10]
+        [--repeats 7] [--threads N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -27,13 +32,21 @@ from lossdsl.integrations import xgboost as lx
 Fn = Callable[[], Any]
 
 
+# A pause before each timed call: thread pools that spin after their work (XLA's, OpenMP's)
+# would otherwise take the cores from the next contestant.
+SETTLE_S = 0.05
+
+
 def _median_ms(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
-    """Interleaved repeats (one call of each per round, after a warm-up call each)."""
+    """Interleaved repeats (one call of each per round, after a warm-up call each), the order
+    rotated every round so that no contestant always follows the same one."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    for r in range(repeats):
+        for name, fn in order[r % len(order) :] + order[: r % len(order)]:
+            time.sleep(SETTLE_S)
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
@@ -122,8 +135,12 @@ def objective_rows(sizes: list[int], repeats: int) -> list[tuple[str, dict[str, 
         else:
             y = (rng.uniform(size=n) < 0.3).astype(np.float32)
             obj, numpy_fn, jax_fn = lx.Objective("bce_with_logits"), _numpy_logistic, _jax_logistic
+        labels = obj.labels(y, s)
         fns = {
             "lossdsl": lambda obj=obj, s=s, y=y: obj.gradients(s, y),
+            "full kernel": lambda obj=obj, s=s, y=labels: obj.loss.value_grad_hess(
+                s, y, reduction="sum"
+            ),
             "numpy": numpy_fn(s, y),
             "jax.grad x2": jax_fn(s, y),
         }
@@ -135,28 +152,27 @@ def objective_rows(sizes: list[int], repeats: int) -> list[tuple[str, dict[str, 
 
 
 def training_rows(
-    sizes: list[int], rounds: int, repeats: int
+    sizes: list[int], rounds: int, repeats: int, threads: int
 ) -> list[tuple[str, dict[str, float]]]:
     rng = np.random.default_rng(1)
     rows = []
     for n in sizes:
         x = rng.normal(size=(n, 10)).astype(np.float32)
         y = (x[:, 0] + rng.normal(size=n) > 0.5).astype(np.float32)
-        rows.append(
-            (f"XGBoost logistic, n={n:.0e}, {rounds} rounds", _xgboost(x, y, rounds, repeats))
-        )
-        rows.append(
-            (f"LightGBM logistic, n={n:.0e}, {rounds} rounds", _lightgbm(x, y, rounds, repeats))
-        )
+        case = f"logistic, n={n:.0e}, {rounds} rounds"
+        rows.append((f"XGBoost {case}", _xgboost(x, y, rounds, repeats, threads)))
+        rows.append((f"LightGBM {case}", _lightgbm(x, y, rounds, repeats, threads)))
     return rows
 
 
-def _xgboost(x: np.ndarray, y: np.ndarray, rounds: int, repeats: int) -> dict[str, float]:
+def _xgboost(
+    x: np.ndarray, y: np.ndarray, rounds: int, repeats: int, threads: int
+) -> dict[str, float]:
     import xgboost as xgb
 
-    d = xgb.DMatrix(x, label=y)
+    d = xgb.DMatrix(x, label=y, nthread=threads)
     obj = lx.Objective("bce_with_logits")
-    params = {"max_depth": 6, "eta": 0.3, "tree_method": "hist"}
+    params = {"max_depth": 6, "eta": 0.3, "tree_method": "hist", "nthread": threads}
     ours = {**params, **obj.params(y)}
     builtin = {**params, "objective": "binary:logistic"}
     fns = {
@@ -166,12 +182,14 @@ def _xgboost(x: np.ndarray, y: np.ndarray, rounds: int, repeats: int) -> dict[st
     return _median_ms(fns, repeats)
 
 
-def _lightgbm(x: np.ndarray, y: np.ndarray, rounds: int, repeats: int) -> dict[str, float]:
+def _lightgbm(
+    x: np.ndarray, y: np.ndarray, rounds: int, repeats: int, threads: int
+) -> dict[str, float]:
     import lightgbm as lgb
 
     obj = ll.Objective("bce_with_logits")
-    ds = lgb.Dataset(x, y, free_raw_data=False).construct()
-    params = {"num_leaves": 63, "learning_rate": 0.3, "verbose": -1}
+    params = {"num_leaves": 63, "learning_rate": 0.3, "verbose": -1, "num_threads": threads}
+    ds = lgb.Dataset(x, y, params=params, free_raw_data=False).construct()
     fns = {
         "lossdsl": lambda: lgb.train(
             {**params, "objective": obj}, ds, rounds, callbacks=obj.callbacks
@@ -203,15 +221,26 @@ def main() -> None:
     parser.add_argument("--train-sizes", type=float, nargs="+", default=[1e5, 1e6])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0, help="0: every core")
     args = parser.parse_args()
+    threads = args.threads or (os.cpu_count() or 1)
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    print(f"threads: {threads}; load average before: {_load()}")
     rows = objective_rows([int(n) for n in args.sizes], args.repeats)
     _print(
         "Objective call per boosting round (gradient + Hessian, float32 scores)", rows, "lossdsl"
     )
     train = training_rows(
-        [int(n) for n in args.train_sizes], args.rounds, max(3, args.repeats // 2)
+        [int(n) for n in args.train_sizes], args.rounds, max(3, args.repeats // 2), threads
     )
     _print("Training time, lossdsl objective vs built-in", train, "built-in")
+    print(f"\nload average after: {_load()}")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from lossdsl.calls import (
 )
 from lossdsl.check import TASKS, check_spec
 from lossdsl.codegen import MODULES as _TARGET_MODULES
+from lossdsl.codegen.names import HESSIAN_MODES
 from lossdsl.errors import (
     LossDSLError,
     SpecShapeError,
@@ -483,7 +484,8 @@ class Loss:
         The default reduction is "sum" (not the spec's): sample i gets w_i dl_i and
         w_i d2l_i, never divided by N. `out` is a pair (gradient array, Hessian array), each
         as for `value_and_grad` (a tuple per array for several `wrt` inputs); both are
-        written and returned. No per-sample value array is written. `wrt` as for
+        written and returned. The kernel computes no value at all (its own entry point, with
+        only the gradient and Hessian terms in its common subexpressions). `wrt` as for
         `value_and_grad`.
         """
         if out is not None and not (isinstance(out, tuple | list) and len(out) == 2):
@@ -500,7 +502,7 @@ class Loss:
             )
         loss = self if wrt is None else self.with_wrt(wrt)
         _, grads, hess = loss._run(
-            "hess", args, kw, reduction, sample_weight, hess_out, fresh=True, grad_out=grad_out
+            "grad_hess", args, kw, reduction, sample_weight, hess_out, fresh=True, grad_out=grad_out
         )
         return grads, hess
 
@@ -638,7 +640,7 @@ class Loss:
         hess: list[np.ndarray] = []
         if mode == "grad":
             grads = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
-        elif mode == "hess":
+        elif mode in HESSIAN_MODES:
             hess = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
             grads = grads_given or [
                 np.empty(call.shape_of(x), call.dtype)
@@ -649,7 +651,9 @@ class Loss:
         module = self._fused(mode, call, grads, hess, key)
         if module is None:
             try:
-                value = eager.run(self._array_module(), mode, call, grads, hess, self.definition)
+                # The NumPy path has no gradient-and-Hessian-only form: it computes the value too.
+                both = "hess" if mode == "grad_hess" else mode
+                value = eager.run(self._array_module(), both, call, grads, hess, self.definition)
             finally:
                 self._tracker.release()
         else:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lossdsl import calls, ir, runtime
-from lossdsl.codegen.names import entry_name
+from lossdsl.codegen.names import HESSIAN_MODES, entry_name
 from lossdsl.errors import SpecShapeError, UnsupportedError
 
 Loader = Callable[[], ModuleType]
@@ -127,12 +127,13 @@ def _launch(
 ) -> tuple[Any, Any, Any]:
     wrt = loss.wrt
     grads = [alloc(call.flat_shape(x), call.dtype) for x in wrt] if mode != "value" else []
-    hess = [alloc(call.flat_shape(x), call.dtype) for x in wrt] if mode == "hess" else []
-    out = alloc((call.n if call.mode == 2 else 0,), call.dtype)
+    hess = [alloc(call.flat_shape(x), call.dtype) for x in wrt] if mode in HESSIAN_MODES else []
+    valued = call.mode == 2 and mode != "grad_hess"
+    out = alloc((call.n if valued else 0,), call.dtype)
     value: Any = np.nan if call.mode == 0 else 0.0
     if call.n:
         module = load()
-        if mode == "hess":
+        if mode in HESSIAN_MODES:
             calls.hessian_supported(loss, module)
         geom = geometry(call.n, call.axis_len, module.MAX_THREADS, tuning)
         entry = entry_name(mode, call.dtag)
@@ -144,7 +145,7 @@ def _launch(
                 f"{bad} sample(s) have a label outside [0, {call.axis_len}) for loss '{loss.name}'",
                 hint="labels index the class axis; mark ignored rows with a zero weight",
             )
-    result = back(out).reshape(call.batch) if call.mode == 2 else call.dtype.type(value)
+    result = back(out).reshape(call.batch) if valued else call.dtype.type(value)
     shaped_g = [back(g).reshape(call.shape_of(x)) for g, x in zip(grads, wrt, strict=False)]
     shaped_h = [back(h).reshape(call.shape_of(x)) for h, x in zip(hess, wrt, strict=False)]
     return result, calls.one_or_tuple(shaped_g), calls.one_or_tuple(shaped_h)

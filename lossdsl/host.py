@@ -17,7 +17,7 @@ import numpy as np
 
 from lossdsl import ir, runtime
 from lossdsl.calls import Call, hessian_supported
-from lossdsl.codegen.names import entry_name
+from lossdsl.codegen.names import HESSIAN_MODES, entry_name
 from lossdsl.errors import SpecShapeError
 
 # Samples per block scale so one block holds about this many elements: big enough to amortise
@@ -69,9 +69,10 @@ def run(
         SpecShapeError: labels outside the class axis (with a non-zero weight).
     """
     n, dtype = call.n, call.dtype
-    result = np.empty(call.batch, dtype) if call.mode == 2 else None
+    # The grad_hess entry computes no value: no per-sample array for reduction 'none'.
+    result = np.empty(call.batch, dtype) if call.mode == 2 and mode != "grad_hess" else None
     chunk = given[0] is not None
-    if mode == "hess":
+    if mode in HESSIAN_MODES:
         hessian_supported(loss, module)
     if n == 0:
         for g in grads + hess:

@@ -52,7 +52,7 @@ def precompile(names: Iterable[str] | None = None, progress: bool = True) -> dic
         for loss in variants:
             for dtype in _DTYPES:
                 args = _tiny_inputs(loss.definition, dtype)
-                for run in (loss, loss.value_and_grad, loss.hessian_diag):
+                for run in (loss, loss.value_and_grad, loss.hessian_diag, loss.grad_hess):
                     # An error raised after the kernel ran (e.g. a label this stand-in batch gets
                     # wrong for the loss) is fine: the kernel is compiled, which is all we need.
                     with contextlib.suppress(LossDSLError):

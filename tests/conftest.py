@@ -108,6 +108,27 @@ def draw_inputs(
     return out
 
 
+def boosting_data(seed: int, n: int = 300) -> dict[str, np.ndarray]:
+    """Features and labels for training a built-in and a lossdsl objective side by side.
+
+    Features take 12 distinct values, so histogram cuts are exact and both runs see the same
+    splits. Labels for each kind of objective: real, binary (0/1), counts, positive, and
+    classes 0..2 (float, as the libraries hold labels); `w` are sample weights.
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 12, size=(n, 3)).astype(np.float64)
+    y = x[:, 0] / 4 + rng.normal(size=n)
+    return {
+        "x": x,
+        "w": rng.uniform(0.2, 2.0, n),
+        "real": y,
+        "binary": (y > 1.5).astype(np.float64),
+        "counts": rng.poisson(np.exp(x[:, 0] / 8)).astype(np.float64),
+        "positive": np.exp(y / 2),
+        "classes": ((x[:, 1] // 4 + rng.integers(0, 2, n)) % 3).astype(np.float64),
+    }
+
+
 def readme_snippet(heading: str) -> str:
     """The first ```python block after a README heading (the snippets users copy)."""
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")

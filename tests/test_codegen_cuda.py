@@ -39,6 +39,8 @@ from lossdsl.errors import SpecShapeError, UnsupportedError
 SPECS = lossdsl.available()
 REDUCTIONS = ("mean", "sum", "none")
 MODES = ("value", "grad", "hess")
+# Derivative outputs per entry point, for the PTX signatures (grad_hess: "hess" without value).
+OUTPUTS = {"value": 0, "grad": 1, "hess": 2, "grad_hess": 2}
 BATCH, CLASSES = 5, 4
 _WORKERS = 2
 _WORKER_TIMEOUT_S = 1200  # a hang guard only: a busy 2-core machine needs ~3 min
@@ -59,17 +61,22 @@ def _evaluate(loss: lossdsl.Loss, mode: str, inputs: dict[str, Any], **kw: Any) 
     if mode == "grad":
         value, grads = loss.value_and_grad(*inputs.values(), **kw)
         return _as_list(value) + _as_list(grads)
+    if mode == "grad_hess":
+        grads, hess = loss.grad_hess(*inputs.values(), **kw)
+        return _as_list(grads) + _as_list(hess)
     value, grads, hess = loss.value_grad_hess(*inputs.values(), **kw)
     return _as_list(value) + _as_list(grads) + _as_list(hess)
 
 
 def _cases(name: str) -> Iterator[tuple[str, str, str, bool]]:
-    """(mode, dtype, reduction, weighted): every mode, dtype and reduction, weights once."""
+    """(mode, dtype, reduction, weighted): every mode, dtype and reduction, weights once, and
+    the gradient-boosting entry (grad_hess: per-sample sums, no value) with weights."""
     for dtype in ("f64", "f32"):
         for mode in MODES:
             for reduction in REDUCTIONS:
                 yield mode, dtype, reduction, False
         yield "hess", dtype, "mean", True
+        yield "grad_hess", dtype, "sum", True
 
 
 def _spec_results(name: str) -> dict[tuple[str, str, str, bool], tuple[list[Any], list[Any]]]:
@@ -305,7 +312,7 @@ def test_cuda_source_and_module_need_no_gpu() -> None:
     assert "cuda.syncthreads()" in text
     assert "atomic" not in text  # reductions are fixed-order trees: reproducible
     module = loss.compile()._kernels()
-    assert {"value_f32", "grad_f64", "hess_f32"} <= set(dir(module))
+    assert {"value_f32", "grad_f64", "hess_f32", "grad_hess_f64"} <= set(dir(module))
 
 
 def test_no_gpu_is_a_clear_error() -> None:
@@ -378,7 +385,7 @@ def _compile_all(name: str, ptx: Any, loss: lossdsl.Loss | None = None) -> None:
             (types.Array(f64, 2, "C"), types.Array(f64, 1, "C"), types.int64),
         )
     for dtype in ("f32", "f64"):
-        for outputs, mode in enumerate(MODES):
+        for mode, outputs in OUTPUTS.items():
             sig = _kernel_signature(loss, dtype, outputs, vectors)
             for tag in "abm":
                 kernel = getattr(module, f"_{mode}_{dtype}_{tag}", None)

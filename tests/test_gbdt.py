@@ -3,6 +3,7 @@ pickling, and CUDA arrays under the simulator. References are closed forms in Nu
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import subprocess
@@ -104,6 +105,26 @@ def test_bad_objectives_are_clear_errors() -> None:
         Booster("gaussian_nll")
     with pytest.raises(lossdsl.LossDSLError, match="whole numbers"):
         Booster("sparse_cross_entropy").gradients(np.zeros((2, 3)), np.array([0.5, 1.0]))
+
+
+# A user spec boosting a batch-total loss through a call: the totals are found through it.
+_SOFT_DICE = "loss soft_dice(score, label):\n    return dice(sigmoid(score), label)\n"
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+@pytest.mark.parametrize("spec", ["dice", "soft_dice"])
+def test_batch_total_losses_are_refused_as_objectives(library: str, spec: str) -> None:
+    # A booster fits trees to per-sample (g, h): a loss coupling the samples through total()
+    # has a dense Hessian, so it is refused when the objective is made, before any training.
+    pytest.importorskip(library)
+    adapter = importlib.import_module(f"lossdsl.integrations.{library}")
+    loss = lossdsl.compile(_SOFT_DICE) if spec == "soft_dice" else spec
+    with pytest.raises(lossdsl.LossDSLError, match=rf"loss '{spec}' uses batch totals") as err:
+        adapter.Objective(loss)
+    assert "Hessian is not diagonal" in str(err.value)
+    assert "per-sample loss" in str(err.value)  # the hint
+    # The same spec without totals is a fine objective.
+    adapter.Objective(lossdsl.compile(_SOFT_DICE.replace("dice(", "bce(")))
 
 
 _SIMULATOR_SCRIPT = """

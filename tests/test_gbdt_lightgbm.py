@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import boosting_data
 
 lgb = pytest.importorskip("lightgbm")
 
@@ -30,22 +31,7 @@ PARAMS = {
 }
 
 
-def _data() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(13)
-    x = rng.integers(0, 12, size=(N, 3)).astype(np.float64)
-    y = x[:, 0] / 4 + rng.normal(size=N)
-    return {
-        "x": x,
-        "w": rng.uniform(0.2, 2.0, N),
-        "real": y,
-        "binary": (y > 1.5).astype(np.float64),
-        "counts": rng.poisson(np.exp(x[:, 0] / 8)).astype(np.float64),
-        "positive": np.exp(y / 2),
-        "classes": ((x[:, 1] // 4 + rng.integers(0, 2, N)) % 3).astype(np.float64),
-    }
-
-
-DATA = _data()
+DATA = boosting_data(13, N)
 # LightGBM's huber and fair start from the label mean (L2's boost-from-average), not from
 # their own optimum: those cases pass it.
 MEAN = "mean"

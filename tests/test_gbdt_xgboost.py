@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import boosting_data
 
 xgb = pytest.importorskip("xgboost")
 
@@ -21,22 +22,7 @@ N, ROUNDS = 300, 4
 PARAMS = {"max_depth": 3, "eta": 0.3, "tree_method": "hist", "nthread": 1}
 
 
-def _data() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(12)
-    x = rng.integers(0, 12, size=(N, 3)).astype(np.float64)
-    y = x[:, 0] / 4 + rng.normal(size=N)
-    return {
-        "x": x,
-        "w": rng.uniform(0.2, 2.0, N),
-        "real": y,
-        "binary": (y > 1.5).astype(np.float64),
-        "counts": rng.poisson(np.exp(x[:, 0] / 8)).astype(np.float64),
-        "positive": np.exp(y / 2),
-        "classes": ((x[:, 1] // 4 + rng.integers(0, 2, N)) % 3).astype(np.float64),
-    }
-
-
-DATA = _data()
+DATA = boosting_data(12, N)
 
 # (built-in params, spec, objective options, labels, start: None = optimal, 1 = one Newton step)
 CASES: dict[str, tuple[dict[str, Any], str, dict[str, Any], str, int | None]] = {

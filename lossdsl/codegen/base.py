@@ -21,7 +21,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from lossdsl import primitives as P
 from lossdsl.aggregates import BATCH_OPS, Quantity
-from lossdsl.codegen.names import Names
+from lossdsl.codegen.names import HESSIAN_MODES, Names
 from lossdsl.codegen.ties import is_tie_test, seal, unseal
 from lossdsl.derive import COEF, Derived
 from lossdsl.errors import UnsupportedError
@@ -286,13 +286,20 @@ class Layout:
 @dataclass(frozen=True)
 class Entry:
     """One entry point (mode): its gradient and Hessian outputs by input, the batch totals and
-    adjoints they need, and whether any row reads at a label."""
+    adjoints they need, and whether any row reads at a label.
+
+    `valued` is False for the "grad_hess" mode, which computes no per-sample value; `checks`
+    then holds the value's gathers, computed only so that a label outside the axis is still
+    reported (one load each: the gradient alone may not read at the label).
+    """
 
     grads: dict[str, sp.Expr]
     hess: dict[str, sp.Expr]
     totals: list[Quantity]
     adjoints: list[Quantity]
     has_gather: bool
+    valued: bool = True
+    checks: tuple[sp.Symbol, ...] = ()
 
 
 def vector_name(q: Quantity) -> str:
@@ -403,14 +410,21 @@ class BodyEmitter:
         """What the entry point of `mode` outputs, and the batch aggregates it needs."""
         d = self.derived
         grads = dict(d.grads) if mode != "value" else {}
-        hess = dict(d.hessians) if mode == "hess" else {}
-        closure = self.quantity_closure([d.value, d.weight, *grads.values(), *hess.values()])
+        hess = dict(d.hessians) if mode in HESSIAN_MODES else {}
+        valued = mode != "grad_hess"
+        checks: tuple[sp.Symbol, ...] = ()
+        if not valued:
+            checks = tuple(q.symbol for q in self.quantity_closure([d.value]) if q.op == "gather")
+        first = [d.value] if valued else list(checks)
+        closure = self.quantity_closure([*first, d.weight, *grads.values(), *hess.values()])
         return Entry(
             grads,
             hess,
             [q for q in closure if q.op == "total"],
             [q for q in closure if q.op == "adjoint"],
             any(q.op == "gather" for q in closure),
+            valued,
+            checks,
         )
 
     def quantity_closure(self, exprs: Iterable[sp.Expr]) -> list[Quantity]:

@@ -27,7 +27,7 @@ from lossdsl.codegen.base import (
     literal,
     vector_name,
 )
-from lossdsl.codegen.names import DTYPES, MODES, entry_name
+from lossdsl.codegen.names import DTYPES, HESSIAN_MODES, MODES, entry_name
 from lossdsl.codegen.ties import seal, unseal
 from lossdsl.derive import COEF, Derived
 
@@ -412,7 +412,7 @@ def generate(derived: Derived) -> KernelSource:
     names: dict[str, dict[str, str]] = {}
     for dtype in DTYPES:
         for mode in MODES:
-            if mode == "hess" and derived.hessian_error is not None:
+            if mode in HESSIAN_MODES and derived.hessian_error is not None:
                 continue
             kernel = _Kernel(derived, mode, dtype)
             base = entry_name(mode, dtype)
@@ -588,6 +588,7 @@ class _Kernel:
         self.vtotals = [q for q in e.totals if q.along]
         self.vadjoints = [q for q in e.adjoints if q.along]
         self.has_gather = e.has_gather
+        self.valued, self.checks = e.valued, e.checks
         self.along_axis = any(i.axis for i in self.loss.inputs)
 
     def signature(self) -> str:
@@ -694,11 +695,18 @@ class _Kernel:
         lines += em.assign(targets, indent)
         return lines
 
-    def _blocks(self, accs: Sequence[str], body: list[str], vectors: bool = False) -> list[str]:
+    def _blocks(
+        self,
+        accs: Sequence[str],
+        body: list[str],
+        vectors: bool = False,
+        columns: Sequence[int] | None = None,
+    ) -> list[str]:
         """Blocks [_b0, _b1): each summed in chunks (dtype lanes), chunks in float64, in order.
 
         `body` is the per-sample code (indented for the innermost loop); it leaves each
-        accumulator's per-sample term in `<acc>_i`.
+        accumulator's per-sample term in `<acc>_i`. Block sums go to `columns` of `_parts`
+        (default: in the order of `accs`).
         """
         chunk = _CHUNK[self.dtype]
         zero = self.em.lit(0)
@@ -723,7 +731,8 @@ class _Kernel:
         out += body
         out += [f"                {a}c = _radd({a}c, {a}_i)" for a in accs]
         out += [f"            {a} += {a}c" for a in accs]
-        out += [f"        _parts[_b, {j}] = {a}" for j, a in enumerate(accs)]
+        cols = range(len(accs)) if columns is None else columns
+        out += [f"        _parts[_b, {j}] = {a}" for j, a in zip(cols, accs, strict=True)]
         return out
 
     def _weight(self, indent: str, coef: bool) -> list[str]:
@@ -811,8 +820,10 @@ class _Kernel:
         done: set[sp.Symbol] = set()
         self.em.memo = self._memo()
         elements = self.em.elements
+        # No value target in the grad_hess mode: CSE never sees the value-only terms.
+        value = [("_val", self.d.value)] if self.valued else []
         if self.along_axis:
-            body = self._sample([("_val", self.d.value), ("_wv", self.d.weight)], ind, done)
+            body = self._sample([*value, ("_wv", self.d.weight)], ind, done, self.checks)
             body += self._weight(ind, coef=True)
         else:
             # Value and derivatives in one CSE: they share most of their subexpressions.
@@ -822,9 +833,10 @@ class _Kernel:
                 (self.em.claim(f"_d{j}", "derivative"), e)
                 for j, (_, e, _) in enumerate(self._outputs())
             ]
-            body += self._sample([("_val", self.d.value), *derivs], ind, done)
-        body += [f"{ind}_v_i = _w * _val", f"{ind}_v_i = _v_i if _keep else {zero}"]
-        body += [f"{ind}if _out is not None:", f"{ind}    _out[_iu] = _v_i"]
+            body += self._sample([*value, *derivs], ind, done)
+        if self.valued:
+            body += [f"{ind}_v_i = _w * _val", f"{ind}_v_i = _v_i if _keep else {zero}"]
+            body += [f"{ind}if _out is not None:", f"{ind}    _out[_iu] = _v_i"]
         if self.along_axis:
             # A row with zero weight (e.g. an ignored label) gets exactly zero derivatives,
             # even where its value is not finite; rows are not vectorised, so a branch is fine.
@@ -836,11 +848,12 @@ class _Kernel:
             body += self._derivatives(ind, done)
         else:
             body += self._scalar_derivatives(ind)
-        accs = ["_v"] + (["_bad"] if self.has_gather else [])
+        # Block sums: the value in column 0, the count of bad labels in column 1.
+        columns = {"_v": 0, "_bad": 1}
+        accs = [a for a, on in (("_v", self.valued), ("_bad", self.has_gather)) if on]
         self.em.memo, self.em.elements, self.em.stored = {}, elements, set()
-        out = self._blocks(accs, body)
-        if not self.has_gather:
-            out += ["        _parts[_b, 1] = 0.0"]
+        out = self._blocks(accs, body, columns=[columns[a] for a in accs])
+        out += [f"        _parts[_b, {j}] = 0.0" for a, j in columns.items() if a not in accs]
         out += [
             "    _total = 0.0",
             "    _nbad = 0.0",
@@ -891,7 +904,8 @@ class _Kernel:
         free = [a for a, _ in element]
         # Only sums this pass computes: a row sum whose coefficient came out zero stays in the
         # table, and reading back a summand it never stored would return the output's garbage.
-        computed = self.em.quantity_closure([self.d.value, self.d.weight, *(e for _, e in element)])
+        first = [self.d.value] if self.valued else list(self.checks)
+        computed = self.em.quantity_closure([*first, self.d.weight, *(e for _, e in element)])
         for q in computed:
             if not free:
                 break

@@ -24,7 +24,7 @@ from lossdsl.codegen.base import (
     helper_constants,
     vector_name,
 )
-from lossdsl.codegen.names import DTYPES, MODES, entry_name
+from lossdsl.codegen.names import DTYPES, HESSIAN_MODES, MODES, entry_name
 from lossdsl.derive import COEF, Derived
 
 NAME = "cuda"
@@ -227,7 +227,7 @@ def generate(derived: Derived) -> KernelSource:
         parts.append(helpers.format(**helper_constants(dtype), jit="@cuda.jit(**_DEV)"))
     for dtype in DTYPES:
         for mode in MODES:
-            if mode == "hess" and derived.hessian_error is not None:
+            if mode in HESSIAN_MODES and derived.hessian_error is not None:
                 continue
             name = entry_name(mode, dtype)
             kernel = _Kernel(derived, mode, dtype, name)
@@ -263,6 +263,7 @@ class _Kernel:
         self.vtotals = [q for q in e.totals if q.along]
         self.vadjoints = [q for q in e.adjoints if q.along]
         self.has_gather = e.has_gather
+        self.valued, self.checks = e.valued, e.checks
         self.inputs = [f"_a_{i.name}" for i in self.loss.inputs]
         self.inputs += [f"_p_{p.name}" for p in self.loss.params]
         self.outputs = ["_out"] + [f"_g_{n}" for n in self.grads] + [f"_h_{n}" for n in self.hess]
@@ -499,15 +500,21 @@ class _Kernel:
             f"        _S[{self._v_slot + 2}] = _scale",
         ]
         done: set[sp.Symbol] = set()
-        rows = self._sample([("_val", self.d.value), ("_wv", self.d.weight)], done)
+        # No value target in the grad_hess mode (`_acc` stays 0): CSE never sees value-only terms.
+        value = [("_val", self.d.value)] if self.valued else []
+        rows = self._sample([*value, ("_wv", self.d.weight)], done, self.checks)
         rows += self._weight()
-        rows += ["        if _own and _w != 0:", "            _acc += _w * _val"]
+        if self.valued or self.has_gather:
+            rows.append("        if _own and _w != 0:")
+        if self.valued:
+            rows.append("            _acc += _w * _val")
         if self.has_gather:
             rows += ["            if _badrow:", "                _nbad += 1.0"]
-        rows += [
-            "        if _own and _mode == 2:",
-            f"            _out[_i] = _w * _val if _w != 0 else {self.em.lit(0)}",
-        ]
+        if self.valued:
+            rows += [
+                "        if _own and _mode == 2:",
+                f"            _out[_i] = _w * _val if _w != 0 else {self.em.lit(0)}",
+            ]
         rows += self._derivatives(done)
         return setup, rows, ["_acc", "_nbad"]
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 DTYPES = ("f32", "f64")
-MODES = ("value", "grad", "hess")
+# "grad_hess" is "hess" without the value: no per-sample value, no reduction of it (what a
+# gradient-boosting objective asks for every round).
+MODES = ("value", "grad", "hess", "grad_hess")
+HESSIAN_MODES = ("hess", "grad_hess")
 
 
 def entry_name(mode: str, dtype: str) -> str:

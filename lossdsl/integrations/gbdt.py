@@ -104,7 +104,8 @@ class Booster:
         self.max_delta_step = float(max_delta_step)
         self.loss_params = params
         self._score, self._label = _score_and_label(self.loss)
-        self._buffers: dict[Any, tuple[Any, Any]] = {}
+        # Arrays reused from round to round, by role, shape and dtype.
+        self._buffers: dict[Any, Any] = {}
         self._cuda: Loss | None = None
         if hessian == "fisher":
             _check_fisher(self.loss, self._label)
@@ -141,13 +142,19 @@ class Booster:
             grad, hess = loss.grad_hess(score, label, sample_weight=weight, **self.loss_params)
         else:
             score = np.ascontiguousarray(score)
-            key = (score.shape, score.dtype.str)
-            if key not in self._buffers:
-                self._buffers[key] = (np.empty_like(score), np.empty_like(score))
+            out = (self.scratch("grad", score), self.scratch("hess", score))
             grad, hess = loss.grad_hess(
-                score, label, sample_weight=weight, out=self._buffers[key], **self.loss_params
+                score, label, sample_weight=weight, out=out, **self.loss_params
             )
         return self._policy(grad, hess, score, weight)
+
+    def scratch(self, role: str, like: np.ndarray) -> np.ndarray:
+        """An array shaped and typed like `like`, kept for `role` and reused every round."""
+        key = (role, like.shape, like.dtype.str)
+        a = self._buffers.get(key)
+        if a is None:
+            a = self._buffers[key] = np.empty_like(like)
+        return a
 
     def _on_cuda(self) -> Loss:
         """The same loss on the CUDA target (CuPy / Numba device scores), made once."""
@@ -244,6 +251,18 @@ def _score_and_label(loss: Loss) -> tuple[Any, Any]:
             f"({', '.join(loss.wrt)}); a boosting objective needs (score, label), score "
             "differentiated",
             hint="wrap it: loss obj(score, label): return my_loss(score, label; ...)",
+        )
+    if loss.has_totals:
+        # A booster fits each tree to per-sample (g, h) as if the loss were a sum of
+        # per-sample terms. Through total(...) every sample's loss depends on the whole
+        # batch: the Hessian is dense, its diagonal alone is no Newton step (it may vanish or
+        # change sign), and distributed training would take the totals per worker.
+        raise LossDSLError(
+            f"loss '{loss.name}' uses batch totals (total(...)): each sample's gradient "
+            "depends on the whole batch and its Hessian is not diagonal, so it is no "
+            "per-sample boosting objective",
+            hint="boost a per-sample loss (bce_with_logits, sigmoid_focal for masks) and "
+            "report this one as a metric (lossdsl.get(name)(scores, labels))",
         )
     score = loss.definition.input(loss.wrt[0])
     label = next(i for i in inputs if i.name != score.name)

@@ -45,7 +45,17 @@ class Objective(Booster):
         else:  # sklearn: (y_true, y_pred, weight)
             score, label = b, a
         offset = self.offset(label, weight, score)
-        return self.gradients(score if offset is None else score + offset, label, weight)
+        if offset is not None:
+            score = self._shifted(score, offset)
+        return self.gradients(score, label, weight)
+
+    def _shifted(self, score: Any, offset: Any) -> Any:
+        """score + offset (a host score in a buffer reused every round)."""
+        if not isinstance(score, np.ndarray):
+            return score + offset
+        out = self.scratch("score", score)
+        np.add(score, offset, out=out)
+        return out
 
     def offset(self, label: Any, weight: Any, score: Any) -> Any:
         """The start score added to LightGBM's scores in this training, or None."""

@@ -7,6 +7,8 @@ Checks, in order (the first failure names the case's class):
 - `f64`: the generic kernel with every parameter overridden, value/gradient/Hessian diagonal
   from `value_grad_hess`, against torch in float64 (`wrong-value`, `wrong-grad`, `wrong-hess`);
 - `value`: the value-only entry point, the same way (`wrong-value`);
+- `grad_hess`: the gradient-and-Hessian-only entry point (`Loss.grad_hess`, no cotangent), the
+  same way (`wrong-grad`, `wrong-hess`);
 - `grad64`: `value_and_grad` only (a cheaper compile than `f64`, for short runs);
 - `spec`: with parameters at their defaults, the generic kernel against torch (the same
   classes), then the defaults-specialised kernel against the generic one (`spec-mismatch`);
@@ -26,6 +28,7 @@ off by far more, so the floor leaves room for ill-conditioned trees without hidi
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from typing import Any
 
@@ -41,7 +44,7 @@ from tests.fuzz.render import render_case
 
 RTOL64, FLOOR64 = 1e-7, 1e-9
 RTOL32, FLOOR32, SLACK32 = 2e-3, 1e-4, 8.0
-CHECKS = ("f64", "value", "spec", "f32", "eager")
+CHECKS = ("f64", "value", "grad_hess", "spec", "f32", "eager")
 # The checks a minimisation reruns for a class, where the failing check named in the outcome
 # does not say (see failing_check).
 CLASS_CHECKS = {
@@ -105,6 +108,7 @@ def _run(case: dict[str, Any], checks: tuple[str, ...], at: list[str]) -> Outcom
     steps = {
         "f64": lambda: _compare64(case, generic, over),
         "value": lambda: _compare_value(case, generic, over),
+        "grad_hess": lambda: _compare_grad_hess(case, generic, over),
         "grad64": lambda: _compare_grad(case, generic, over),
         "spec": lambda: _compare_specialised(case, definition, generic, defaults),
         "f32": lambda: _compare32(case, generic, over),
@@ -196,6 +200,24 @@ def _compare_value(case: dict[str, Any], loss: lossdsl.Loss, data: Data) -> None
     ref = reference(case, data, hess=False)
     value = loss(*call_args(case, data), **_no_cotangent(call_kwargs(case, data)))
     check("wrong-value", value, ref.value, RTOL64, FLOOR64, "value entry")
+
+
+def _compare_grad_hess(case: dict[str, Any], loss: lossdsl.Loss, data: Data) -> None:
+    data = dataclasses.replace(data, cotangent=None)  # grad_hess takes none
+    kw = call_kwargs(case, data)
+    kw.setdefault("reduction", loss.reduction)  # grad_hess's own default is "sum"
+    try:
+        g, h = loss.grad_hess(*call_args(case, data), **kw)
+    except DerivationError as e:
+        if _UNSUPPORTED_HESSIAN not in str(e) or e.span is None:
+            raise
+        return  # as hessian_diag: the f64 check compares value and gradient
+    ref = reference(case, data)
+    skip = _nan_rows(case, data)
+    for name, a, r in zip(case["loss"]["wrt"], _listed(g), ref.grads, strict=True):
+        check("wrong-grad", a, r, RTOL64, FLOOR64, f"grad_hess gradient of {name}", skip=skip)
+    for name, a, r in zip(case["loss"]["wrt"], _listed(h), ref.hess, strict=True):
+        check("wrong-hess", a, r, RTOL64, FLOOR64, f"grad_hess Hessian of {name}", skip=skip)
 
 
 def _no_cotangent(kw: dict[str, Any]) -> dict[str, Any]:
