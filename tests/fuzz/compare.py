@@ -228,11 +228,24 @@ def _compare_specialised(
     case: dict[str, Any], definition: Any, generic: lossdsl.Loss, data: Data
 ) -> None:
     _compare64(case, generic, data)  # the generic kernel at the defaults
-    v0, g0, h0 = evaluate(generic, case, data)
-    v, g, h = evaluate(lossdsl.Loss(definition, compile_mode="sync"), case, data)
+    v0, g0, h0 = _evaluate_supported(generic, case, data)
+    v, g, h = _evaluate_supported(lossdsl.Loss(definition, compile_mode="sync"), case, data)
     check("spec-mismatch", v, v0, RTOL64, FLOOR64, "value")
     for a, r in zip(g + h, g0 + h0, strict=True):
         check("spec-mismatch", a, r, RTOL64, FLOOR64, "gradient or Hessian")
+
+
+def _evaluate_supported(
+    loss: lossdsl.Loss, case: dict[str, Any], data: Data
+) -> tuple[Any, list[Any], list[Any]]:
+    """As `evaluate`, without the Hessian where lossdsl documents it as unsupported."""
+    try:
+        return evaluate(loss, case, data)
+    except DerivationError as e:
+        if _UNSUPPORTED_HESSIAN not in str(e) or e.span is None:
+            raise
+    v, g = loss.value_and_grad(*call_args(case, data), **call_kwargs(case, data))
+    return v, _listed(g), []
 
 
 def _compare32(case: dict[str, Any], loss: lossdsl.Loss, data: Data) -> None:
