@@ -189,7 +189,7 @@ def test_described_signature_is_numbas_type_of_the_kernel_arguments() -> None:
     call = bind(loss.definition, (logits, np.arange(4) % 5), {}, "none", np.ones(4, np.float32))
     grads = [np.empty((4, 5))]
     entry, described = host.signature("grad", call, grads, [], loss.definition)
-    head, tail = host._arguments(call, 1, np.empty(4), grads, [], loss.definition)
+    head, tail = host._head(call, 1), host._tail(call, np.empty(4), grads, [], loss.definition)
     parts = np.zeros((1, 1))
     actual = (*head, 0, 0, parts, parts, parts, *tail)
     assert entry == "grad_f64"

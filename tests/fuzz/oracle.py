@@ -322,7 +322,10 @@ def _axis(fn: str, x: torch.Tensor) -> torch.Tensor:
     if fn == "min":
         return torch.amin(x, -1, keepdim=True)
     if fn == "norm":
-        return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        # lossdsl takes sqrt'(0) as 0 (README): a row of zeros has zero gradient and Hessian,
+        # where torch's double backward of vector_norm gives NaN.
+        ss = (x * x).sum(-1, keepdim=True)
+        return torch.where(ss > 0, torch.sqrt(torch.where(ss > 0, ss, 1.0)), 0.0 * ss)
     if fn == "logsumexp":
         return torch.logsumexp(x, -1, keepdim=True)
     if fn == "softmax":
