@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lossdsl import background, eager, host, ir, limits, phases, runtime
+from lossdsl import background, calls, eager, host, ir, limits, phases, runtime
 from lossdsl.calls import (
     Call,
     Fixed,
@@ -270,6 +270,17 @@ class Loss:
         other = Loss(self.definition, target, self.specialize, self.compile_mode)
         other._derived = self._derived
         return other
+
+    def batch_shape(self, arrays: Sequence[Any]) -> tuple[int, ...]:
+        """The batch shape of inputs given in order (NumPy, Dask or any array with `.shape`).
+
+        Raises:
+            SpecShapeError: batch shapes that do not broadcast, or a broadcast `wrt` input.
+        """
+        return calls.batch_shape(
+            self.definition,
+            {i.name: a for i, a in zip(self.definition.inputs, arrays, strict=True)},
+        )
 
     def with_wrt(self, wrt: str | Sequence[str]) -> Loss:
         """This loss differentiating the inputs `wrt` names, in that order (made once, then

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -199,7 +200,7 @@ def bind(
     dtype = _compute_dtype(loss, given)
     arrays = {name: _as_array(loss, name, value, dtype) for name, value in given.items()}
     axis_len = _axis_len(loss, arrays)
-    batch = _batch_shape(loss, arrays)
+    batch = batch_shape(loss, arrays)
     n = math.prod(batch)
     flat = []
     for inp in loss.inputs:
@@ -354,7 +355,9 @@ def _axis_len(loss: ir.LossDef, arrays: dict[str, np.ndarray]) -> int:
     return int(size)
 
 
-def _batch_shape(loss: ir.LossDef, arrays: dict[str, np.ndarray]) -> tuple[int, ...]:
+def batch_shape(loss: ir.LossDef, arrays: Mapping[str, Any]) -> tuple[int, ...]:
+    """The broadcast batch shape of inputs by name (anything with a `.shape`); a
+    differentiated input must have it whole."""
     shapes = {
         inp.name: arrays[inp.name].shape[:-1] if inp.axis else arrays[inp.name].shape
         for inp in loss.inputs

@@ -72,7 +72,7 @@ def run(
                 hint=f"call {name}.compute_chunk_sizes() first",
             )
     first = _check_one_sample(loss, mode, arrays, kw, reduction, extra)
-    batch = _batch_shape(loss, arrays)
+    batch = loss.batch_shape(arrays)
     arrays, extra = _aligned(da, loss, arrays, extra, batch)
     return _Graph(loss, mode, kw, reduction, arrays, extra, first).outputs()
 
@@ -118,27 +118,6 @@ def _check_one_sample(
     adj = loss.partial_adjoints(*one, totals=t, mode=mode, reduction=reduction, **opts, **kw)
     loss.finalize(*one, totals=t, adjoints=adj, mode=mode, reduction=reduction, **opts, **kw)
     return t, adj
-
-
-def _batch_shape(loss: lossdsl.Loss, arrays: list[Any]) -> tuple[int, ...]:
-    shapes = {
-        i.name: a.shape[:-1] if i.axis else a.shape
-        for i, a in zip(loss.input_info, arrays, strict=True)
-    }
-    try:
-        batch = tuple(np.broadcast_shapes(*shapes.values()))
-    except ValueError:
-        shown = ", ".join(f"{k}: {v}" for k, v in shapes.items())
-        raise SpecShapeError(
-            f"batch shapes of the inputs of loss '{loss.name}' do not broadcast ({shown})"
-        ) from None
-    for name in loss.wrt:
-        if shapes[name] != batch:
-            raise SpecShapeError(
-                f"input '{name}' has batch shape {shapes[name]} but the batch is {batch}",
-                hint="a differentiated input must not be broadcast",
-            )
-    return batch
 
 
 def _aligned(
