@@ -198,8 +198,12 @@ class _Eval:
             return self.env[key]
         if op == "neg":
             return -self.ev(t[1])
+        if op == "bin" and t[1] == "-" and self.same(t[2], t[3]):
+            return self.const(0.0)  # README: identities are exact, x - x is 0 even for NaN
         if op == "bin":
             return _BIN[t[1]](self.ev(t[2]), self.ev(t[3]))
+        if op == "cmp" and self.same(t[2], t[3]):
+            return torch.tensor(t[1] in ("<=", ">=", "=="))  # x >= x is true even for NaN
         if op == "cmp":
             return _CMP[t[1]](self.ev(t[2]), self.ev(t[3]))
         if op == "and":
@@ -222,14 +226,21 @@ class _Eval:
             return _FN[t[1]](*[self.ev(a) for a in t[2:]])
         raise ValueError(f"unknown node {op!r}")
 
+    def same(self, a: Tree, b: Tree) -> bool:
+        """Whether two trees are one expression once locals are written out."""
+        return self.expand(a) == self.expand(b)
+
+    def expand(self, t: Tree) -> Any:
+        if not isinstance(t, list):
+            return t
+        if t[0] == "let":
+            return self.expand(self.lets[t[1]])
+        return [self.expand(a) for a in t]
+
     def rows(self, x: torch.Tensor) -> torch.Tensor:
-        """An axis value as a full (B, C) tensor (parameters broadcast along the batch)."""
-        c = self.case["call"]["classes"]
-        return (
-            torch.broadcast_to(x, (self.b, c))
-            if x.dim() == 2
-            else torch.broadcast_to(x, (self.b, 1))
-        )
+        """A value as a full (B, C) tensor: an expression without the axis (a constant, a
+        per-sample value) is broadcast along it, as the language does (`sum[C](1)` is C)."""
+        return torch.broadcast_to(x, (self.b, self.case["call"]["classes"]))
 
     def total(self, x: torch.Tensor) -> torch.Tensor:
         """sum_i w_i x_i over the batch; an axis value keeps its axis (per-class totals)."""
