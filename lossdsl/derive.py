@@ -74,6 +74,11 @@ def derive(lowered: Lowered, hessian: bool = True) -> Derived:
 def _derive(lowered: Lowered, hessian: bool) -> Derived:
     table = lowered.table.copy()
     differ = _Differ(lowered, table)
+    with P.checked(differ.tick):
+        return _derive_with(lowered, hessian, table, differ)
+
+
+def _derive_with(lowered: Lowered, hessian: bool, table: Aggregates, differ: _Differ) -> Derived:
     grads, hessians = [], []
     for name in lowered.loss.wrt:
         x = lowered.inputs[name]
@@ -163,7 +168,7 @@ class _Differ:
 
     def d(self, expr: sp.Expr, x: sp.Symbol, full: bool) -> sp.Expr:
         """Total derivative of `expr` w.r.t. `x` at the current element / sample."""
-        self._tick()
+        self.tick()
         out = sp.diff(expr, x)
         for q in sorted(expr.free_symbols & self.table.symbols, key=str):
             dq = sp.diff(expr, q)
@@ -175,7 +180,7 @@ class _Differ:
         return out
 
     def jacobian(self, q: sp.Symbol, x: sp.Symbol, full: bool) -> sp.Expr:
-        self._tick()
+        self.tick()
         key = (q, x, full)
         if key not in self.memo:
             self.memo[key] = self._jacobian(self.table.items[q], x, full)
@@ -233,7 +238,7 @@ class _Differ:
         """
         out = sp.S.Zero
         for q2 in sorted(f.free_symbols & self.table.symbols, key=str):
-            self._tick()
+            self.tick()
             df = sp.diff(f, q2)
             if df == 0:
                 continue
@@ -268,7 +273,7 @@ class _Differ:
                 out += v * self.jacobian(other.symbol, x, True)
         return out
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
         if time.monotonic() > self.deadline:
             raise DerivationError(
                 f"derivation ran past {DEADLINE_S:g} s",

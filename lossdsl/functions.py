@@ -85,17 +85,17 @@ def _max(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
     # whose value is NaN at NaN (torch.clamp); two varying operands split the gradient at a
     # tie (torch.maximum).
     if not ctx.varying(b):
-        return P.Where(relation(sp.GreaterThan, a, b), a, P.NanOr(b, a))
+        return a if b == -sp.oo else P.Where(relation(sp.GreaterThan, a, b), a, P.NanOr(b, a))
     if not ctx.varying(a):
-        return P.Where(relation(sp.GreaterThan, b, a), b, P.NanOr(a, b))
+        return b if a == -sp.oo else P.Where(relation(sp.GreaterThan, b, a), b, P.NanOr(a, b))
     return P.Maximum(a, b)
 
 
 def _min(ctx: LoweringContext, a: sp.Expr, b: sp.Expr) -> sp.Expr:
     if not ctx.varying(b):
-        return P.Where(relation(sp.LessThan, a, b), a, P.NanOr(b, a))
+        return a if b == sp.oo else P.Where(relation(sp.LessThan, a, b), a, P.NanOr(b, a))
     if not ctx.varying(a):
-        return P.Where(relation(sp.LessThan, b, a), b, P.NanOr(a, b))
+        return b if a == sp.oo else P.Where(relation(sp.LessThan, b, a), b, P.NanOr(a, b))
     return P.Minimum(a, b)
 
 
@@ -110,9 +110,12 @@ def relation(cls: Any, a: sp.Expr, b: sp.Expr) -> sp.Expr:
 
 def _clip(ctx: LoweringContext, x: sp.Expr, low: sp.Expr, high: sp.Expr) -> sp.Expr:
     # torch.clamp: gradient 1 on the closed interval [low, high], 0 at NaN; NaN stays NaN.
-    # Both arms keep NaN: SymPy folds `x >= -oo` to true, so with low = -inf only the inner
-    # select is left.
-    inside = P.Where(relation(sp.LessThan, x, high), x, P.NanOr(high, x))
+    # Both arms keep NaN. An open end (low = -inf, high = inf) has no arm: SymPy cannot always
+    # fold `x >= -oo` (x = xlogy(...) is not known real), and an infinite constant left in the
+    # formulas is rejected.
+    inside = x if high == sp.oo else P.Where(relation(sp.LessThan, x, high), x, P.NanOr(high, x))
+    if low == -sp.oo:
+        return inside
     return P.Where(relation(sp.GreaterThan, x, low), inside, P.NanOr(low, x))
 
 

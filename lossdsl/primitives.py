@@ -9,13 +9,44 @@ a numerically safe form that the printers emit. Nothing here knows about kernels
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import sympy as sp
 from sympy.core.function import ArgumentIndexError
 
+# Derivation installs a check here (derive.py: its deadline). SymPy recurses through the
+# derivatives of these classes, so the check runs inside one long `sp.diff` call too.
+_CHECK: ContextVar[Callable[[], None] | None] = ContextVar("lossdsl_diff_check", default=None)
 
-class Where(sp.Function):
+
+@contextmanager
+def checked(check: Callable[[], None]) -> Iterator[None]:
+    """Run `check` (which may raise) at every derivative of a primitive inside the block."""
+    token = _CHECK.set(check)
+    try:
+        yield
+    finally:
+        _CHECK.reset(token)
+
+
+def _run_check() -> None:
+    check = _CHECK.get()
+    if check is not None:
+        check()
+
+
+class Primitive(sp.Function):
+    """A function lossdsl owns; its derivative runs the installed check first."""
+
+    def _eval_derivative(self, s: sp.Symbol) -> sp.Expr:
+        _run_check()
+        return super()._eval_derivative(s)
+
+
+class Where(Primitive):
     """`where(cond, a, b)`: a select; derivative selects the branch derivatives."""
 
     nargs = 3
@@ -35,6 +66,7 @@ class Where(sp.Function):
         return None
 
     def _eval_derivative(self, s: sp.Symbol) -> sp.Expr:
+        _run_check()
         cond, a, b = self.args
         return Where(cond, sp.diff(a, s), sp.diff(b, s))
 
@@ -49,7 +81,7 @@ def fuzzy_all(args: Any, attr: str) -> bool | None:
     return None
 
 
-class _Elementwise(sp.Function):
+class _Elementwise(Primitive):
     """One real argument, real result; subclasses define `fdiff`."""
 
     nargs = 1
@@ -168,7 +200,7 @@ class SafeSqrt(_Elementwise):
         return True
 
 
-class Xlogy(sp.Function):
+class Xlogy(Primitive):
     """x * log(y), defined as 0 where x == 0 (even at y == 0), as in PyTorch."""
 
     nargs = 2
@@ -192,7 +224,7 @@ class Xlogy(sp.Function):
         return None
 
 
-class Maximum(sp.Function):
+class Maximum(Primitive):
     """max(a, b) of two varying operands; at a tie each side gets half the gradient (torch)."""
 
     nargs = 2
@@ -217,7 +249,7 @@ class Maximum(sp.Function):
         return fuzzy_all(self.args, "is_real")
 
 
-class Minimum(sp.Function):
+class Minimum(Primitive):
     """min(a, b) of two varying operands; ties split the gradient like `Maximum`."""
 
     nargs = 2
@@ -241,7 +273,7 @@ class Minimum(sp.Function):
         return fuzzy_all(self.args, "is_real")
 
 
-class NanOr(sp.Function):
+class NanOr(Primitive):
     """`value`, or NaN where `witness` is NaN: the constant arm of a clamp, max(x, c) or min(x, c).
 
     A select `where(x >= c, x, c)` alone returns c for a NaN x; torch.clamp returns NaN. The arm
@@ -306,7 +338,7 @@ class StopGradient(_Elementwise):
 _BCE_EPS = sp.Rational(9.999999960041972e-13)
 
 
-class BinaryCrossEntropy(sp.Function):
+class BinaryCrossEntropy(Primitive):
     """-(t log p + (1 - t) log(1 - p)), each log clamped below at `floor`, as torch computes it.
 
     Arguments (p, t, floor). The derivative in p is torch's backward, (p - t) / max(p (1 - p),
@@ -333,7 +365,7 @@ class BinaryCrossEntropy(sp.Function):
         return None
 
 
-class SafePow(sp.Function):
+class SafePow(Primitive):
     """x^g for a non-numeric exponent g (a parameter such as focal's gamma).
 
     SymPy differentiates x**g into g*x**g/x, which is 0/0 at x = 0 (a well-classified sample of

@@ -26,6 +26,7 @@ from lossdsl.aggregates import Quantity
 from lossdsl.codegen.array_printer import FUNCTIONS as FUNCTIONS
 from lossdsl.codegen.array_printer import HEADER, NAME, ArrayPrinter, safe_cse
 from lossdsl.codegen.base import KernelSource
+from lossdsl.dag import FreeSymbols
 from lossdsl.derive import COEF, Derived
 
 __all__ = ["FUNCTIONS", "NAME", "ArrayPrinter", "generate", "generate_numpy"]
@@ -57,6 +58,7 @@ class _Module:
         self.loss = derived.lowered.loss
         self.printer = ArrayPrinter(guard)
         self.quantities = {q.symbol: q for q in derived.quantities}
+        self.free = FreeSymbols()  # memoised: SymPy's walks the tree (lossdsl/dag.py)
         self.totals = [q for q in derived.quantities if q.op == "total"]
         # The per-sample gradient at fixed totals: unit coefficient, no batch adjoints.
         held = {COEF: sp.S.One}
@@ -227,7 +229,7 @@ class _Module:
         Batch adjoints are arguments: listed (with `batch`) but not looked into.
         """
         seen: set[sp.Symbol] = set()
-        stack = [s for e in exprs for s in e.free_symbols if s in self.quantities]
+        stack = [s for s in self.free.union(exprs) if s in self.quantities]
         while stack:
             s = stack.pop()
             if s in seen:
@@ -236,7 +238,7 @@ class _Module:
             q = self.quantities[s]
             if (q.op == "total" and not batch) or (q.op == "adjoint" and not adjoints):
                 continue  # an argument
-            deps = q.expr.free_symbols | (q.index.free_symbols if q.index is not None else set())
+            deps = self.free.union([q.expr] if q.index is None else [q.expr, q.index])
             stack.extend(d for d in deps if d in self.quantities)
         return [q for q in self.d.quantities if q.symbol in seen and (batch or q.op != "total")]
 
@@ -299,7 +301,7 @@ class _Module:
         return None
 
     def element_level(self, e: sp.Expr) -> bool:
-        free = e.free_symbols
+        free = self.free(e)
         if free & self.lo.element_symbols or self.lo.index in free:
             return True
         # A per-class total (or anything built on one) varies along the axis too.

@@ -23,6 +23,7 @@ from lossdsl import primitives as P
 from lossdsl.aggregates import BATCH_OPS, Quantity
 from lossdsl.codegen.names import HESSIAN_MODES, Names
 from lossdsl.codegen.ties import is_tie_test, seal, unseal
+from lossdsl.dag import FreeSymbols
 from lossdsl.derive import COEF, Derived
 from lossdsl.errors import UnsupportedError
 
@@ -333,6 +334,7 @@ class BodyEmitter:
         self.elements = self.lowered.element_symbols | {q.symbol for q in self.along}
         self.index = self.lowered.index
         self._levels: dict[sp.Symbol, int] = {}
+        self.free = FreeSymbols()  # memoised: SymPy's walks the tree (lossdsl/dag.py)
         self.arrays = {s: f"_a_{n}" for n, s in self.lowered.inputs.items()}
         self.arrays.update({s: f"_p_{n}" for n, s in self.lowered.params.items()})
         self.arrays.update({q.symbol: vector_name(q) for q in self.along})
@@ -430,14 +432,14 @@ class BodyEmitter:
     def quantity_closure(self, exprs: Iterable[sp.Expr]) -> list[Quantity]:
         """Every quantity the expressions need, dependencies first (table order)."""
         seen: set[sp.Symbol] = set()
-        stack = [s for e in exprs for s in e.free_symbols if s in self.quantities]
+        stack = [s for s in self.free.union(exprs) if s in self.quantities]
         while stack:
             s = stack.pop()
             if s in seen:
                 continue
             seen.add(s)
             q = self.quantities[s]
-            deps = q.expr.free_symbols | (q.index.free_symbols if q.index is not None else set())
+            deps = self.free.union([q.expr] if q.index is None else [q.expr, q.index])
             stack.extend(d for d in deps if d in self.quantities)
         return [q for q in self.derived.quantities if q.symbol in seen]
 
@@ -449,7 +451,7 @@ class BodyEmitter:
             assert isinstance(q.index, sp.Symbol)
             return self.level(self.quantities[q.index])  # found in its maximum's pass
         if q.symbol not in self._levels:
-            deps = q.expr.free_symbols | (q.index.free_symbols if q.index is not None else set())
+            deps = self.free.union([q.expr] if q.index is None else [q.expr, q.index])
             base = max(
                 (self.level(self.quantities[d]) for d in deps if d in self.quantities), default=0
             )
@@ -457,7 +459,7 @@ class BodyEmitter:
         return self._levels[q.symbol]
 
     def element_dependent(self, e: sp.Expr) -> bool:
-        free = e.free_symbols
+        free = self.free(e)
         return bool(free & self.elements) or self.index in free
 
     # -- printing blocks ----------------------------------------------------------------------
@@ -554,11 +556,21 @@ class BodyEmitter:
         ]
         if not needed:
             return []
+        # The sample's own inputs these quantities read, unless loaded already: a kernel that
+        # computes no value (grad_hess) may reach its row quantities before any other load.
+        free = self.free.union(
+            [q.expr for q in needed] + [q.index for q in needed if q.index is not None]
+        )
+        scalars = {
+            s for s in free & set(self.lowered.inputs.values()) if s not in self.elements
+        } - done
+        done |= scalars
+        lines = self.loads(scalars, indent)
         first_gather = not any(
             s in self.quantities and self.quantities[s].op == "gather" for s in done
         )
-        has_gather = any(q.op == "gather" for q in needed)
-        lines = [f"{indent}_badrow = False"] if has_gather and first_gather else []
+        if any(q.op == "gather" for q in needed) and first_gather:
+            lines.append(f"{indent}_badrow = False")
         top = max(self.level(q) for q in needed)
         for lvl in range(top + 1):
             reductions = [q for q in needed if q.op != "gather" and self.level(q) == lvl]
@@ -589,7 +601,7 @@ class BodyEmitter:
         lines += [f"{indent}{self.name(a.symbol)} = 0" for a in argmax.values()]
         opening, inner, closing = self.row_loop(qs, acc, indent)
         lines += opening
-        used = set().union(*(e.free_symbols for e in exprs))
+        used = self.free.union(exprs)
         lines += self.loads(used & self.elements, inner)
         values = [
             (self.claim(f"_v{q.symbol.name[2:]}", "row term"), e)
@@ -669,7 +681,7 @@ class BodyEmitter:
         lines.append(f"{indent}if {k} < 0 or {k} >= {self.layout.axis_len}:")
         lines.append(f"{indent}    _badrow = True")
         lines.append(f"{indent}    {k} = 0")
-        used = set().union(*(q.expr.free_symbols for q in qs))
+        used = self.free.union(q.expr for q in qs)
         lines += self.loads(used & self.elements, indent, at=k)
         at = sp.Symbol(k, integer=True)
         targets = [(self.name(q.symbol), q.expr.subs(self.index, at)) for q in qs]

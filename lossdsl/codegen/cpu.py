@@ -29,6 +29,7 @@ from lossdsl.codegen.base import (
 )
 from lossdsl.codegen.names import DTYPES, HESSIAN_MODES, MODES, entry_name
 from lossdsl.codegen.ties import seal, unseal
+from lossdsl.dag import unique_postorder
 from lossdsl.derive import COEF, Derived
 
 NAME = "cpu"
@@ -530,7 +531,7 @@ class _CpuBody(BodyEmitter):
     def _name_arms(self, e: sp.Expr, named: dict[sp.Expr, sp.Symbol], indent: str) -> list[str]:
         """Temporaries for the non-trivial operands of every select in `e` (inner ones first)."""
         lines: list[str] = []
-        for w in sp.postorder_traversal(e):
+        for w in unique_postorder([e]):
             if not isinstance(w, P.Where):
                 continue
             for arm in w.args[1:]:
@@ -556,19 +557,29 @@ def _reread_sealed(e: sp.Expr, reread: dict[sp.Expr, sp.Symbol]) -> sp.Expr:
             continue
 
         def multiple(x: sp.Expr, a: sp.Expr = kept.args[0]) -> bool:
-            # n a has a's terms and symbols: test that first, `cancel` is costly on large args.
-            return (
-                isinstance(x, sp.exp)
-                and len(sp.Add.make_args(x.args[0])) == len(sp.Add.make_args(a))
-                and x.args[0].free_symbols == a.free_symbols
-                and bool(sp.cancel(x.args[0] / a).is_Integer)
-            )
+            return isinstance(x, sp.exp) and _integer_ratio(x.args[0], a) is not None
 
         def power(x: sp.Expr, a: sp.Expr = kept.args[0], m: sp.Symbol = m) -> sp.Expr:
-            return m ** sp.cancel(x.args[0] / a)
+            return m ** _integer_ratio(x.args[0], a)
 
         e = e.replace(multiple, power)
     return e
+
+
+def _integer_ratio(b: sp.Expr, a: sp.Expr) -> sp.Integer | None:
+    """The integer n with b == n a, or None. SymPy distributes a number over a sum, so n a has
+    a's terms each scaled by n: one term's coefficients give n, a structural comparison
+    confirms it (linear in the size; `cancel` was quadratic and ran for seconds on towers)."""
+    terms = sp.Add.make_args(a)
+    if len(sp.Add.make_args(b)) != len(terms):
+        return None
+    ca, rest = terms[0].as_coeff_Mul()
+    for t in sp.Add.make_args(b):
+        cb, rest_b = t.as_coeff_Mul()
+        if rest_b == rest:
+            n = cb / ca
+            return n if n.is_Integer and n * a == b else None
+    return None
 
 
 class _Kernel:
@@ -682,11 +693,9 @@ class _Kernel:
         done = set() if done is None else done
         exprs = [e for _, e in targets] + list(also)
         needed = em.quantity_closure(exprs)
-        free = set().union(*(e.free_symbols for e in exprs))
+        free = em.free.union(exprs)
         for q in needed:
-            free |= q.expr.free_symbols
-            if q.index is not None:
-                free |= q.index.free_symbols
+            free |= em.free.union([q.expr] if q.index is None else [q.expr, q.index])
         inputs = set(self.d.lowered.inputs.values())
         scalars = {s for s in free & inputs if s not in em.elements and s not in done}
         done |= scalars
@@ -788,7 +797,7 @@ class _Kernel:
         defs, hoisted = em.hoist([q.expr for q in qs])
         lines = [f"{indent}if _keep:"]
         lines += self._sample([(em.name(s), e) for s, e in defs], inner, set(done), hoisted)
-        used = set().union(*(e.free_symbols for e in hoisted))
+        used = em.free.union(hoisted)
         lines.append(f"{inner}for _c in range(_nc):")
         lines += em.loads(used & em.elements, inner + "    ")
         terms = [(em.claim(f"_vs{m}", "per-class term"), e) for m, e in enumerate(hoisted)]
@@ -939,7 +948,7 @@ class _Kernel:
         if element:
             inner = indent + "    "
             lines.append(f"{indent}for _c in range(_nc):")
-            used = set().union(*(e.free_symbols for e in hoisted))
+            used = em.free.union(hoisted)
             lines += em.loads(used & em.elements, inner)
             reads = [(e, m) for e, m in reread.items() if m in used]
             if any(e not in em.stored for e, _ in reads):

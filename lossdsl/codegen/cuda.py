@@ -413,9 +413,9 @@ class _Kernel:
         loads and row aggregates that the expressions `also` need."""
         em = self.em
         exprs = [e for _, e in targets] + list(also)
-        free = set().union(*(e.free_symbols for e in exprs))
+        free = em.free.union(exprs)
         for q in em.quantity_closure(exprs):
-            free |= q.expr.free_symbols | (q.index.free_symbols if q.index is not None else set())
+            free |= em.free.union([q.expr] if q.index is None else [q.expr, q.index])
         scalars = {
             s
             for s in free & set(self.d.lowered.inputs.values())
@@ -457,7 +457,7 @@ class _Kernel:
         defs, hoisted = em.hoist([q.expr for q in qs])
         lines = self._sample([(em.name(s), e) for s, e in defs], done, hoisted)
         inner = "                "
-        used = set().union(*(e.free_symbols for e in hoisted))
+        used = em.free.union(hoisted)
         lines += ["        if _live:", "            " + em.element_loop()]
         lines += em.loads(used & em.elements, inner)
         terms = [(em.claim(f"_vs{m}", "per-class term"), e) for m, e in enumerate(hoisted)]
@@ -545,7 +545,7 @@ class _Kernel:
             ]
         if element:
             inner = "                "
-            used = set().union(*(e.free_symbols for e in hoisted))
+            used = em.free.union(hoisted)
             writes = [(f"{a}[_i, _c]", e) for (a, _), e in zip(element, hoisted, strict=True)]
             lines += ["        if _live and _w != 0:", "            " + em.element_loop()]
             lines += em.loads(used & em.elements, inner) + em.assign(writes, inner)

@@ -14,6 +14,8 @@ from collections.abc import Collection, Sequence
 
 import sympy as sp
 
+from lossdsl.dag import unique_postorder
+
 
 def is_tie_test(e: sp.Basic, maxima: Collection[sp.Symbol]) -> bool:
     """`Eq(f, m)` with `m` a row maximum: the test derive.py builds for a maximum's gradient."""
@@ -26,10 +28,9 @@ def seal(
     """`exprs` with each tie test replaced by a placeholder, and the map back (`unseal`)."""
     tests: dict[sp.Expr, sp.Symbol] = {}
     if maxima:
-        for e in exprs:
-            for node in sp.preorder_traversal(e):
-                if node not in tests and is_tie_test(node, maxima):
-                    tests[node] = sp.Dummy("tie")
+        for node in unique_postorder(exprs):
+            if is_tie_test(node, maxima):
+                tests[node] = sp.Dummy("tie")
     return [e.xreplace(tests) for e in exprs], {d: t for t, d in tests.items()}
 
 

@@ -228,11 +228,29 @@ def _compare_specialised(
     case: dict[str, Any], definition: Any, generic: lossdsl.Loss, data: Data
 ) -> None:
     _compare64(case, generic, data)  # the generic kernel at the defaults
+    special = lossdsl.Loss(definition, compile_mode="sync")
     v0, g0, h0 = _evaluate_supported(generic, case, data)
-    v, g, h = _evaluate_supported(lossdsl.Loss(definition, compile_mode="sync"), case, data)
-    check("spec-mismatch", v, v0, RTOL64, FLOOR64, "value")
+    v, g, h = _evaluate_supported(special, case, data)
+    skip = _nan_rows(case, data)
+    if skip is None:
+        check("spec-mismatch", v, v0, RTOL64, FLOOR64, "value")
+    else:
+        # Defaults known at compile time make more identities exact (p * x is 0 for p = 0, even
+        # where x is NaN: README "Numerical conventions"), so the NaN sample's value may differ;
+        # the per-sample values (the same kernels) are compared around it.
+        args, kw = call_args(case, data), _no_cotangent(call_kwargs(case, data))
+        kw["reduction"] = "none"
+        check(
+            "spec-mismatch",
+            special(*args, **kw),
+            generic(*args, **kw),
+            RTOL64,
+            FLOOR64,
+            "per-sample value",
+            skip=skip,
+        )
     for a, r in zip(g + h, g0 + h0, strict=True):
-        check("spec-mismatch", a, r, RTOL64, FLOOR64, "gradient or Hessian")
+        check("spec-mismatch", a, r, RTOL64, FLOOR64, "gradient or Hessian", skip=skip)
 
 
 def _evaluate_supported(

@@ -198,7 +198,7 @@ class _Eval:
             return self.env[key]
         if op == "neg":
             return -self.ev(t[1])
-        if op == "bin" and t[1] == "-" and self.same(t[2], t[3]):
+        if self.zero(t):
             return self.const(0.0)  # README: identities are exact, x - x is 0 even for NaN
         if op == "bin":
             return _BIN[t[1]](self.ev(t[2]), self.ev(t[3]))
@@ -225,6 +225,25 @@ class _Eval:
         if op == "fn":
             return _FN[t[1]](*[self.ev(a) for a in t[2:]])
         raise ValueError(f"unknown node {op!r}")
+
+    def zero(self, t: Tree) -> bool:
+        """Whether `t` is zero by an identity lossdsl's simplification applies whatever the
+        inputs hold, NaN included: `x - x`, a product with such a factor, a zero over anything."""
+        if t[0] == "let":
+            return self.zero(self.lets[t[1]])
+        if t[0] == "num":
+            return bool(t[1] == 0)
+        if t[0] == "neg":
+            return self.zero(t[1])
+        if t[0] != "bin":
+            return False
+        if t[1] == "-":
+            return self.same(t[2], t[3]) or (self.zero(t[2]) and self.zero(t[3]))
+        if t[1] == "*":
+            return self.zero(t[2]) or self.zero(t[3])
+        if t[1] == "/":
+            return self.zero(t[2])
+        return t[1] == "+" and self.zero(t[2]) and self.zero(t[3])
 
     def same(self, a: Tree, b: Tree) -> bool:
         """Whether two trees are one expression once locals are written out."""
