@@ -293,10 +293,10 @@ def _compare_eager(case: dict[str, Any], definition: Any, data: Data) -> None:
 
 def _compare_cuda(case: dict[str, Any], definition: Any, data: Data) -> None:
     """The CUDA kernels (host arrays in and out) in float64 against torch."""
-    ref = reference(case, data)
-    v, g, h = evaluate(lossdsl.Loss(definition, target="cuda"), case, data)
+    v, g, h = _evaluate_supported(lossdsl.Loss(definition, target="cuda"), case, data)
+    ref = reference(case, data, hess=bool(h))
     check("cuda-mismatch", v, ref.value, RTOL64, FLOOR64, "value")
-    for a, r in zip(g + h, ref.grads + ref.hess, strict=True):
+    for a, r in zip(g + h, ref.grads + (ref.hess if h else []), strict=True):
         check(
             "cuda-mismatch",
             a,
