@@ -34,7 +34,9 @@ MAX_AGGREGATE_DEPTH = 3  # reductions nested inside reductions (their derivative
 MAX_EXPONENT = 1024.0  # magnitude of a constant exponent
 MAX_LOWERED_NODES = 200_000  # IR nodes visited while lowering one loss
 MAX_OPS = 40_000  # operations in a derivative
-DERIVATION_DEADLINE_S = 6.0  # per loss; with MAX_OPS it keeps compiling a spec near 10 s
+# CPU seconds of the deriving thread (a loaded machine must not turn a valid spec into an
+# error); with MAX_OPS it keeps compiling any spec near 10 s on an idle core.
+DERIVATION_DEADLINE_S = 6.0
 
 
 # -- syntax --------------------------------------------------------------------------------------

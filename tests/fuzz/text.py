@@ -47,6 +47,7 @@ class Result:
     detail: str
     seconds: float
     peak_mb: float
+    cpu_s: float = 0.0  # the worker's CPU time: the case's cost on a shared machine
 
 
 # -- mutations -----------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def _worker(conn: Connection, memory_mb: int, cache_dir: str) -> None:
             return
         case, stage = msg
         _peak_reset()
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         try:
             outcome, detail = run_case(case, stage), ""
         except KernelCompileError as exc:
@@ -235,7 +236,8 @@ def _worker(conn: Connection, memory_mb: int, cache_dir: str) -> None:
             tb = traceback.extract_tb(exc.__traceback__)[-1]
             where = f"{Path(tb.filename).name}:{tb.lineno}"
             outcome, detail = "crash", f"{type(exc).__name__}: {str(exc)[:200]} at {where}"
-        conn.send(Result(outcome, detail, time.monotonic() - start, _peak_mb()))
+        wall, cpu = time.monotonic() - start, time.process_time() - cpu
+        conn.send(Result(outcome, detail, wall, _peak_mb(), cpu))
 
 
 class Sandbox:
@@ -344,7 +346,9 @@ def _save(directory: Path, i: int, case: str | bytes, result: Result) -> None:
     data = case if isinstance(case, bytes) else case.encode("utf-8", "surrogatepass")
     stem = f"{result.outcome}-{i}"
     (directory / f"{stem}.loss").write_bytes(data)
-    (directory / f"{stem}.txt").write_text(f"{result.detail} ({result.seconds:.1f} s)\n")
+    (directory / f"{stem}.txt").write_text(
+        f"{result.detail} ({result.seconds:.1f} s wall, {result.cpu_s:.1f} s CPU)\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: collections.Counter[str] = collections.Counter()
     details: collections.Counter[str] = collections.Counter()
     worst = (0.0, 0.0, -1, -1)
+    worst_cpu = (0.0, -1)
     start = time.monotonic()
     for first in range(0, args.n, args.chunk):
         count = min(args.chunk, args.n - first)
@@ -372,18 +377,28 @@ def main(argv: list[str] | None = None) -> int:
         for j, (case, r) in enumerate(zip(items, results, strict=True)):
             counts[r.outcome] += 1
             counts["slow"] += r.seconds > args.slow
+            counts["slow_cpu"] += r.cpu_s > args.slow
             if r.outcome in ("crash", "hang", "memory"):
                 details[r.detail] += 1
-            if args.save and (r.outcome in ("crash", "hang", "memory") or r.seconds > args.slow):
+            slow = r.seconds > args.slow or r.cpu_s > args.slow
+            if args.save and (r.outcome in ("crash", "hang", "memory") or slow):
                 _save(args.save, first + j, case, r)
             if r.seconds > worst[0]:
                 worst = (r.seconds, worst[1], first + j, worst[3])
+            worst_cpu = max(worst_cpu, (r.cpu_s, first + j))
             if r.peak_mb > worst[1]:
                 worst = (worst[0], r.peak_mb, worst[2], first + j)
         spent = time.monotonic() - start
         print(f"{first + count} cases, {spent:.0f} s: {dict(counts)}", flush=True)
-    print("outcomes:", {k: counts[k] for k in OUTCOMES}, f"over {args.slow:g} s:", counts["slow"])
-    print(f"slowest case {worst[2]}: {worst[0]:.2f} s; largest case {worst[3]}: {worst[1]:.0f} MB")
+    print(
+        "outcomes:",
+        {k: counts[k] for k in OUTCOMES},
+        f"over {args.slow:g} s: {counts['slow']} (wall), {counts['slow_cpu']} (CPU)",
+    )
+    print(
+        f"slowest case {worst[2]}: {worst[0]:.2f} s wall; most CPU: case {worst_cpu[1]}, "
+        f"{worst_cpu[0]:.2f} s; largest case {worst[3]}: {worst[1]:.0f} MB"
+    )
     for detail, k in details.most_common(20):
         print(f"  {k:6d}  {detail}")
     return 0 if counts["crash"] + counts["hang"] + counts["memory"] == 0 else 1
