@@ -68,15 +68,15 @@ def _reference(
     with x64():
         args = [jnp.asarray(a) for a in inputs]
 
-        def scalar(*diff: Any) -> Any:
+        def scalar(*diff: Any) -> tuple[Any, Any]:
             full = list(args)
             for k, d in zip(wrt, diff, strict=True):
                 full[k] = d
             out = real.reference(*full, reduction=reduction, **opts)
-            return jnp.sum(out * ct) if reduction == "none" else out
+            return (jnp.sum(out * ct) if reduction == "none" else out), out
 
-        value = real.reference(*args, reduction=reduction, **opts)
-        grads = jax.grad(scalar, argnums=tuple(range(len(wrt))))(*[args[k] for k in wrt])
+        run = jax.value_and_grad(scalar, argnums=tuple(range(len(wrt))), has_aux=True)
+        (_, value), grads = run(*[args[k] for k in wrt])
         return np.asarray(value), [np.asarray(g) for g in grads]
 
 
