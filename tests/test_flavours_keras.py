@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import assert_close
 from real_flavours import Real, check, check_float32, param_id, params
+
+import lossdsl
 
 os.environ["KERAS_BACKEND"] = "jax"  # read when keras is first imported
 pytest.importorskip("jax")
@@ -219,3 +222,22 @@ def test_matches_keras_float64(real: Real, option: int, reduction: str) -> None:
 @pytest.mark.parametrize("real", KERAS, ids=param_id)
 def test_matches_keras_float32(real: Real) -> None:
     check_float32(real)
+
+
+def test_element_wise_reductions_on_rows(rng: np.random.Generator) -> None:
+    """On (N, C) inputs Keras averages each row first: its sum_over_batch_size is our mean
+    over the N * C elements, its sum our sum divided by C (the catalog's Keras reductions)."""
+    import jax
+    import jax.numpy as jnp
+    from real_flavours import x64
+
+    p, t = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    loss = lossdsl.get("log_cosh")
+    for reduction, scale in (("mean", 1.0), ("sum", 1.0 / 3)):
+        value, grad = loss.value_and_grad(p.ravel(), t.ravel(), reduction=reduction)
+        keras_loss = keras.losses.LogCosh(reduction=_KERAS_REDUCTION[reduction], dtype="float64")
+        with x64():
+            ref = jax.value_and_grad(lambda z, f=keras_loss: f(jnp.asarray(t), z))
+            ref_value, ref_grad = ref(jnp.asarray(p))
+        assert_close(scale * value, ref_value)
+        assert_close(scale * grad, np.asarray(ref_grad).ravel())
