@@ -73,7 +73,7 @@ def has_hessian(loss: object, *args: object) -> bool:
     called on `args` must raise that DerivationError, naming the spec; checked here."""
     from lossdsl.errors import DerivationError
 
-    error = loss.derived.hessian_error  # type: ignore[attr-defined]
+    error = loss.derived().hessian_error  # type: ignore[attr-defined]
     if error is None:
         return True
     for call in (loss.hessian_diag, loss.value_grad_hess, loss.grad_hess):  # type: ignore[attr-defined]

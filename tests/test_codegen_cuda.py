@@ -72,7 +72,7 @@ def _cases(name: str) -> Iterator[tuple[str, str, str, bool]]:
     """(mode, dtype, reduction, weighted): every mode, dtype and reduction, weights once, and
     the gradient-boosting entry (grad_hess: per-sample sums, no value) with weights. Where the
     Hessian is documented as unsupported (a DerivationError on the CPU too): value and gradient."""
-    hessian = lossdsl.get(name).derived.hessian_error is None
+    hessian = lossdsl.get(name).derived().hessian_error is None
     for dtype in ("f64", "f32"):
         for mode in MODES if hessian else ("value", "grad"):
             for reduction in REDUCTIONS:

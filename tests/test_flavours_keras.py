@@ -241,3 +241,26 @@ def test_element_wise_reductions_on_rows(rng: np.random.Generator) -> None:
             ref_value, ref_grad = ref(jnp.asarray(p))
         assert_close(scale * value, ref_value)
         assert_close(scale * grad, np.asarray(ref_grad).ravel())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_ignore_class_is_a_zero_sample_weight(reduction: str, rng: np.random.Generator) -> None:
+    """SparseCategoricalCrossentropy(ignore_class=k) is sample_weight (label != k): Keras'
+    mean also divides by the rows kept."""
+    import jax
+    import jax.numpy as jnp
+    from real_flavours import x64
+
+    p, y = _probability_labels(rng)["typical"]
+    y[:2] = 1  # at least two ignored rows
+    loss = lossdsl.get("sparse_categorical_crossentropy")
+    value, grad = loss.value_and_grad(p, y, reduction=reduction, sample_weight=(y != 1) * 1.0)
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(
+        ignore_class=1, reduction=_KERAS_REDUCTION[reduction], dtype="float64"
+    )
+    with x64():
+        ref_value, ref_grad = jax.value_and_grad(lambda z: keras_loss(jnp.asarray(y), z))(
+            jnp.asarray(p)
+        )
+    assert_close(value, ref_value)
+    assert_close(grad, ref_grad)

@@ -30,13 +30,12 @@ from lossdsl.errors import DerivationError  # noqa: E402
 # -- references ------------------------------------------------------------------------------
 
 
-def _per_sample(fn: Any, **rename: str) -> Any:
-    """optax.losses.<fn>(*inputs, **options) reduced over the batch; `rename` maps a spec
-    parameter to Optax's keyword."""
+def _per_sample(fn: Any) -> Any:
+    """optax.losses.<fn>(*inputs, **options) reduced over the batch (the spec's parameters are
+    Optax's keywords)."""
 
     def reference(*args: Any, reduction: str, **opts: Any) -> Any:
-        kw = {rename.get(k, k): v for k, v in opts.items()}
-        return reduce_(fn(*args, **kw), reduction)
+        return reduce_(fn(*args, **opts), reduction)
 
     return reference
 
@@ -53,13 +52,9 @@ def _multiclass_hinge(s: Any, t: Any, reduction: str) -> Any:
 
 def _image(value: Any, n: int, reduction: str) -> Any:
     """Optax's one value for the image, as lossdsl reduces a batch-total loss over N pixels."""
-    return (
-        value
-        if reduction == "mean"
-        else n * value
-        if reduction == "sum"
-        else value + 0 * jnp.ones(n)
-    )
+    if reduction == "none":
+        return jnp.broadcast_to(value, (n,))
+    return value if reduction == "mean" else n * value
 
 
 def _dice(x: Any, t: Any, reduction: str, **opts: Any) -> Any:
