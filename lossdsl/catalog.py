@@ -21,119 +21,192 @@ diagonal that lossdsl derives (`Loss.explain()`; `qN` are the lifted row and bat
 Parameters are kernel arguments: pass them per call, e.g. `loss(pred, target, delta=0.5)`.
 """
 
+_TORCH = "torch"
+_KERAS = "keras 3 (jax backend)"
+_OPTAX = "optax"
 
-# Framework functions -> the loss and options that reproduce them, and what still differs
-# (kept by hand: each spec names its own counterpart in its header comment).
-_FRAMEWORKS: tuple[tuple[str, str, str], ...] = (
+
+# Framework functions -> the loss and options that reproduce them, what still differs, and
+# what the row is tested against (kept by hand: each spec names its own counterpart in its
+# header comment).
+_FRAMEWORKS: tuple[tuple[str, str, str, str], ...] = (
     (
         "torch `mse_loss`, `l1_loss` (`weight=`)",
         "`mse`, `l1` with `sample_weight=`",
         "none: torch's weighted mean also divides by the weight sum",
+        _TORCH,
     ),
     (
         "torch `huber_loss(weight=)`",
         "`weighted_huber` (the weight is an input)",
         "none: its mean divides by N",
+        _TORCH,
     ),
     (
         "torch `MultiLabelSoftMarginLoss(weight=)`",
         "`multilabel_soft_margin`",
         "none",
+        _TORCH,
     ),
     (
         "torch `BCEWithLogitsLoss(pos_weight=vector)` on (N, C)",
         "`multilabel_soft_margin(pos_weight=)`",
         "`mean` equal; torch's `sum` is C times ours, its `none` keeps N x C elements "
         "(ours: row means)",
+        _TORCH,
     ),
     (
         "torch `MultiLabelMarginLoss`",
         "not expressible",
-        "needs a sum over pairs of classes (two axes); the language has one axis",
+        "its targets are lists of class indices and it sums over pairs of classes (two axes; "
+        "the language has one): use `multilabel_soft_margin` on 0/1 target rows, or "
+        "`multi_margin` for one label per sample",
+        "",
     ),
     (
         "Keras `CategoricalCrossentropy` (`from_logits=False`)",
         "`categorical_crossentropy`",
         "none (renormalised, clipped at 1e-7)",
+        _KERAS,
     ),
     (
         "Keras `CategoricalCrossentropy(from_logits=True)`",
         "`cross_entropy`",
         "none",
+        _KERAS,
     ),
     (
         "Keras `SparseCategoricalCrossentropy` (`from_logits=False`)",
         "`sparse_categorical_crossentropy`",
         "`ignore_class=`: pass `sample_weight` 0 instead",
+        _KERAS,
     ),
     (
         "Keras `SparseCategoricalCrossentropy(from_logits=True)`",
         "`sparse_cross_entropy`",
         "none",
+        _KERAS,
     ),
     (
         "Keras `KLDivergence`",
         "`kl_divergence`",
-        "none (both inputs clipped at 1e-7)",
+        "none (both inputs clipped at 1e-7); at a probability of exactly 1 (the clip's bound) "
+        "the gradient passes whole, as Keras on TensorFlow and torch (on jax: half)",
+        _KERAS,
     ),
     (
         "Keras `BinaryFocalCrossentropy`",
         "`binary_focal_crossentropy`",
         "on (N, K) inputs Keras averages the K columns first; `from_logits=True` is not a "
         "parameter",
+        _KERAS,
     ),
     (
         "Keras `CategoricalFocalCrossentropy`",
         "`categorical_focal_crossentropy`",
         "`from_logits=True` is not a parameter",
+        _KERAS,
     ),
     (
-        "Keras `BinaryCrossentropy(from_logits=True)` on (N, C)",
-        "`multilabel_soft_margin`",
+        "Keras `BinaryCrossentropy(label_smoothing=)` (`from_logits=False`)",
+        "`bce(label_smoothing=)`",
+        "Keras clips the probability to [1e-7, 1 - 1e-7], `bce` (torch's) clamps each log at "
+        "-100: equal for probabilities inside the clip",
+        _KERAS,
+    ),
+    (
+        "Keras `BinaryCrossentropy(from_logits=True, label_smoothing=)`",
+        "`bce_with_logits(label_smoothing=)`; on (N, C) `multilabel_soft_margin`",
         "none",
+        _KERAS,
     ),
     (
-        "Keras `Dice`, `Tversky` (`axis=None`)",
-        "`dice(smooth=0, eps=1e-7)`, `tversky(smooth=0, eps=1e-7)`",
-        "other `axis=` values (per-image sums) are not expressible: totals run over the "
-        "whole batch",
+        "Keras `Hinge`, `SquaredHinge`, `CategoricalHinge`, `LogCosh`, `CosineSimilarity`, "
+        "`MeanAbsolutePercentageError`, `MeanSquaredLogarithmicError`",
+        "`hinge`, `squared_hinge`, `categorical_hinge`, `log_cosh`, `cosine_similarity`, "
+        "`mape`, `msle`",
+        "none (labels -1/1 for the hinges: Keras also converts 0/1)",
+        _KERAS,
+    ),
+    (
+        "Keras `metrics.RootMeanSquaredError`",
+        "`rmse`",
+        "a metric: reduction `mean` only",
+        _KERAS,
+    ),
+    (
+        "Keras `Dice`, `Tversky(alpha=a, beta=b)` (`axis=None`)",
+        "`dice(smooth=0, eps=1e-7)`, `tversky(alpha=b, beta=a, smooth=0, eps=1e-7)`",
+        "Keras returns one number for the batch (our `mean`); Keras' Tversky `alpha` weighs "
+        "missed positives (our `beta`); other `axis=` values (per-image sums): one call per "
+        "image",
+        _KERAS,
     ),
     (
         "Keras reductions",
         "`sum_over_batch_size` is `mean`",
         "element-wise losses on (N, C) inputs: Keras averages each row first, so its "
         "`sum` is ours divided by C",
+        _KERAS,
     ),
     (
-        "optax `cosine_distance(epsilon=0)`",
+        "optax `cosine_distance(epsilon=)`",
         "`cosine_distance`",
-        "none (a zero vector gives NaN, as in Optax)",
+        "none (a zero vector gives NaN at epsilon 0, as in Optax)",
+        _OPTAX,
     ),
     (
-        "optax `cosine_similarity`",
-        "`-cosine_similarity`",
+        "optax `cosine_similarity(epsilon=)`",
+        "`-cosine_similarity(eps=)`",
         "sign: lossdsl's is Keras' (a loss)",
+        _OPTAX,
+    ),
+    (
+        "optax `hinge_loss`",
+        "`hinge`",
+        "at the kink the gradient is -target (TensorFlow's); jax splits it",
+        _OPTAX,
     ),
     (
         "optax `multiclass_hinge_loss`",
         "`multiclass_hinge`",
         "labels are passed one-hot",
+        _OPTAX,
     ),
     (
         "optax `poly_loss_cross_entropy` (soft labels)",
         "`poly_cross_entropy`",
         "none",
+        _OPTAX,
     ),
     (
         "optax `triplet_margin_loss`",
         "`triplet_margin_optax`",
         "a tie at the hinge gives the active side's gradient (JAX: half)",
+        _OPTAX,
     ),
     (
-        "optax `dice_loss`, `tversky`, `jaccard` (per class, on logits)",
-        "`dice`, `tversky`, `jaccard` on probabilities; per-class Dice as in the README",
-        "softmax inside per-class totals has no Hessian diagonal; `ignore_background` "
-        "needs a class index; per-image sums are batch totals",
+        "optax `dice_loss` (`class_weights`, `smooth`, `alpha`, `beta`, `reduction`, "
+        "`ignore_background`, `apply_softmax`)",
+        "`dice_loss` (`reduction='sum'` is `sum_classes=1`)",
+        "one image per call (Optax sums each image's spatial axes); `reduction='none'` "
+        "(per-class values): one class at a time, `class_weights` one-hot and "
+        "`sum_classes=1`; no Hessian diagonal (softmax inside per-class totals)",
+        _OPTAX,
+    ),
+    (
+        "optax `binary_dice_loss(smooth=)`",
+        "`binary_dice_loss`",
+        "one image per call; `apply_sigmoid=False` (Optax accepts only 0/1 predictions "
+        "there): on probabilities use `dice(smooth=2 * smooth)`",
+        _OPTAX,
+    ),
+    (
+        "optax `multiclass_generalized_dice_loss`",
+        "`multiclass_generalized_dice_loss`",
+        "one image per call (on several images Optax takes the class frequencies over all of "
+        "them); no Hessian diagonal",
+        _OPTAX,
     ),
     (
         "Liger `LigerCrossEntropyLoss` (`lse_square_scale`, `softcap`, `label_smoothing`, "
@@ -141,14 +214,18 @@ _FRAMEWORKS: tuple[tuple[str, str, str], ...] = (
         "`liger_cross_entropy`",
         "no class weights (Liger divides their z-loss by the token count, the rest by the "
         "weight sum); `return_z_loss` and a returned lse (second outputs) are not "
-        "expressible: a loss returns one value per sample",
+        "expressible: a loss returns one value per sample; compute the lse with a second "
+        "spec, `return logsumexp[C](logits)` with reduction `none`",
+        "a transcription of its source",
     ),
 )
 _FRAMEWORKS_HEAD = """\
 ## Framework flavours
 
-Where to find a framework's loss, and what still differs. Each row is tested against the
-framework's own function (PyTorch) or a transcription of its source (Keras, Optax) in float64.
+Where to find a framework's loss, and what still differs. Each row is tested in float64, value
+and gradient, every reduction and option it names, against the library the last column
+gives: the real functions of PyTorch, Keras 3 (on its jax backend) and Optax
+(tests/test_catalog.py, tests/test_flavours_keras.py, tests/test_flavours_optax.py).
 """
 
 
@@ -178,8 +255,11 @@ def _index(losses: list[api.Loss]) -> str:
 
 
 def _frameworks() -> str:
-    rows = ["| framework function | lossdsl | remaining deviation |", "|---|---|---|"]
-    rows += [f"| {a} | {b} | {c} |" for a, b, c in _FRAMEWORKS]
+    rows = [
+        "| framework function | lossdsl | remaining deviation | checked against |",
+        "|---|---|---|---|",
+    ]
+    rows += [f"| {a} | {b} | {c} | {d or 'n/a'} |" for a, b, c, d in _FRAMEWORKS]
     return _FRAMEWORKS_HEAD + "\n" + "\n".join(rows) + "\n"
 
 

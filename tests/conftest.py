@@ -67,6 +67,23 @@ def fd_hess_diag(
     return _central(lambda z, k: float(grad(z).reshape(-1)[k]), x, rel_step)
 
 
+def has_hessian(loss: object, *args: object) -> bool:
+    """Whether lossdsl derives the Hessian diagonal of `loss`. Where it documents it as
+    unsupported (a softmax inside per-class totals: dice_loss), every Hessian entry point
+    called on `args` must raise that DerivationError, naming the spec; checked here."""
+    from lossdsl.errors import DerivationError
+
+    error = loss.derived().hessian_error  # type: ignore[attr-defined]
+    if error is None:
+        return True
+    for call in (loss.hessian_diag, loss.value_grad_hess, loss.grad_hess):  # type: ignore[attr-defined]
+        with pytest.raises(DerivationError, match="Hessian diagonal") as info:
+            call(*args)
+        assert info.value.message == error[0]
+        assert info.value.span is not None
+    return False
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -580,6 +580,55 @@ def _jaccard(p: Any, t: Any, reduction: str, smooth: float = 1.0) -> Any:
     return _batch_value(value, p.shape[0], reduction)
 
 
+def _optax_dice(
+    x: Any,
+    t: Any,
+    reduction: str,
+    smooth: float = 1.0,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    class_weights: Any = None,
+    sum_classes: int = 0,
+    ignore_background: int = 0,
+    apply_softmax: int = 1,
+    weights: Any = None,
+) -> Any:
+    # optax.losses.dice_loss of one image (the batch is its pixels), transcribed; `weights`
+    # replaces class_weights (multiclass_generalized_dice_loss passes its own).
+    torch = _torch()
+    c = x.shape[-1]
+    p = x if not apply_softmax else torch.sigmoid(x) if c == 1 else torch.softmax(x, -1)
+    inter, total_p, total_t = (p * t).sum(0), p.sum(0), t.sum(0)
+    d = 1 - (inter + smooth) / (
+        inter + alpha * (total_p - inter) + beta * (total_t - inter) + smooth
+    )
+    w = weights if weights is not None else _class_weight(class_weights, x)
+    d = d if w is None else d * w
+    d = d[1:] if ignore_background and c > 1 else d
+    return _batch_value(d.sum() if sum_classes else d.mean(), x.shape[0], reduction)
+
+
+def _optax_binary_dice(x: Any, t: Any, reduction: str, smooth: float = 1.0) -> Any:
+    # optax.losses.binary_dice_loss of one image: dice_loss with one sigmoid channel.
+    return _optax_dice(x[:, None], t[:, None], reduction, smooth=smooth)
+
+
+def _optax_generalized_dice(
+    x: Any,
+    t: Any,
+    reduction: str,
+    smooth: float = 1.0,
+    ignore_background: int = 0,
+    apply_softmax: int = 1,
+) -> Any:
+    # optax.losses.multiclass_generalized_dice_loss of one image, transcribed: weights from
+    # the inverse squared class frequencies, normalised to sum to C.
+    v = 1.0 / (t.sum(0) ** 2 + 1e-7)
+    w = v / v.sum() * x.shape[-1]
+    return _optax_dice(x, t, reduction, smooth=smooth, ignore_background=ignore_background,
+                       apply_softmax=apply_softmax, weights=w)  # fmt: skip
+
+
 def _box_iou(b1: Any, b2: Any, reduction: str, generalized: int = 1, eps: float = 1e-7) -> Any:
     # torchvision.ops.generalized_box_iou_loss and its _loss_inter_union, transcribed
     # (boolean-mask assignment written as where: the same values and gradients).
@@ -885,6 +934,20 @@ def _probability_labels(rng: np.random.Generator) -> dict[str, Inputs]:
             for k, (p, t) in cases.items()}  # fmt: skip
 
 
+def _pixels(rng: np.random.Generator) -> dict[str, Inputs]:
+    """One image's pixels: logits and one-hot targets; one case lacks class 2."""
+    x, labels = _normal(rng, 8, 4, scale=2.0), rng.integers(0, 4, 8)
+    absent = np.where(labels == 2, 0, labels)
+    return {"typical": (x, np.eye(4)[labels]), "absent_class": (x, np.eye(4)[absent]),
+            "batch_of_one": (x[:1], np.eye(4)[labels[:1]])}  # fmt: skip
+
+
+def _binary_pixels(rng: np.random.Generator) -> dict[str, Inputs]:
+    x = _normal(rng, N, scale=2.0)
+    return {"typical": (x, rng.integers(0, 2, N).astype(np.float64)),
+            "soft_targets": (x, _prob(rng, N)), "batch_of_one": (x[:1], np.ones(1))}  # fmt: skip
+
+
 def _box_pairs(rng: np.random.Generator) -> dict[str, Inputs]:
     b1, b2 = _boxes(rng, 5), _boxes(rng, 5)
     same = b1[:2].copy()
@@ -1140,6 +1203,32 @@ ORACLES: tuple[Oracle, ...] = (
         skip=frozenset({(2, "empty_target")}),
     ),
     Oracle("jaccard", "smp JaccardLoss (one channel)", _jaccard, _masks, ({}, {"smooth": 0.5})),
+    Oracle(
+        "dice_loss",
+        "optax.losses.dice_loss (one image)",
+        _optax_dice,
+        _pixels,
+        (
+            {},
+            {"alpha": 0.3, "beta": 0.7, "smooth": 0.0},
+            {"class_weights": np.array([0.5, 2.0, 1.0, 0.25]), "ignore_background": 1},
+            {"sum_classes": 1, "ignore_background": 1},
+        ),
+    ),
+    Oracle(
+        "binary_dice_loss",
+        "optax.losses.binary_dice_loss (one image)",
+        _optax_binary_dice,
+        _binary_pixels,
+        ({}, {"smooth": 0.0}),
+    ),
+    Oracle(
+        "multiclass_generalized_dice_loss",
+        "optax.losses.multiclass_generalized_dice_loss (one image)",
+        _optax_generalized_dice,
+        _pixels,
+        ({}, {"smooth": 0.0, "ignore_background": 1}),
+    ),
     Oracle(
         "box_iou",
         "torchvision.ops.generalized_box_iou_loss",

@@ -70,13 +70,16 @@ def _evaluate(loss: lossdsl.Loss, mode: str, inputs: dict[str, Any], **kw: Any) 
 
 def _cases(name: str) -> Iterator[tuple[str, str, str, bool]]:
     """(mode, dtype, reduction, weighted): every mode, dtype and reduction, weights once, and
-    the gradient-boosting entry (grad_hess: per-sample sums, no value) with weights."""
+    the gradient-boosting entry (grad_hess: per-sample sums, no value) with weights. Where the
+    Hessian is documented as unsupported (a DerivationError on the CPU too): value and gradient."""
+    hessian = lossdsl.get(name).derived().hessian_error is None
     for dtype in ("f64", "f32"):
-        for mode in MODES:
+        for mode in MODES if hessian else ("value", "grad"):
             for reduction in REDUCTIONS:
                 yield mode, dtype, reduction, False
-        yield "hess", dtype, "mean", True
-        yield "grad_hess", dtype, "sum", True
+        if hessian:
+            yield "hess", dtype, "mean", True
+            yield "grad_hess", dtype, "sum", True
 
 
 def _spec_results(name: str) -> dict[tuple[str, str, str, bool], tuple[list[Any], list[Any]]]:

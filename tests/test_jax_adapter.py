@@ -248,3 +248,17 @@ def test_readme_training_loop_runs(tmp_path: Path, capsys: pytest.CaptureFixture
     script.write_text(readme_snippet("### In JAX"))
     runpy.run_path(str(script), run_name="__main__")
     assert "gradient" in capsys.readouterr().out
+
+
+def test_regression_adjoint_in_a_row_sum() -> None:
+    """Per-class totals through a softmax: the gradient's row sum of adjoint-weighted terms
+    (tests/regressions/miscompile-array-adjoint-row-sum.loss) against torch autograd."""
+    path = Path(__file__).resolve().parent / "regressions" / "miscompile-array-adjoint-row-sum.loss"
+    rng = np.random.default_rng(5)
+    z, t = rng.normal(size=(6, 4)), rng.uniform(0.0, 1.0, (6, 4))
+    zt = torch.tensor(z, requires_grad=True)
+    ref = (1 / (1 + (torch.softmax(zt, -1) * torch.tensor(t)).sum(0))).mean()
+    (ref_grad,) = torch.autograd.grad(ref, zt)
+    value, grad = jax.value_and_grad(loss_fn(lossdsl.load(path)))(jnp.asarray(z), t)
+    assert_close(value, ref.item())
+    assert_close(grad, ref_grad.numpy())

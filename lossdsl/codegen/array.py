@@ -31,6 +31,9 @@ from lossdsl.derive import COEF, Derived
 
 __all__ = ["FUNCTIONS", "NAME", "ArrayPrinter", "generate", "generate_numpy"]
 
+# Row quantities that are zero where their operand is (a row sum, maximum or gather of 0).
+_VANISH = ("sum", "max", "gather")
+
 _TRAILER = """
 HESSIAN_ERROR = {error!r}
 GATHERS = {gathers!r}
@@ -60,10 +63,15 @@ class _Module:
         self.quantities = {q.symbol: q for q in derived.quantities}
         self.free = FreeSymbols()  # memoised: SymPy's walks the tree (lossdsl/dag.py)
         self.totals = [q for q in derived.quantities if q.op == "total"]
-        # The per-sample gradient at fixed totals: unit coefficient, no batch adjoints.
-        held = {COEF: sp.S.One}
-        held.update({q.symbol: sp.S.Zero for q in derived.quantities if q.op == "adjoint"})
-        self.grads = [g.xreplace(held) for _, g in derived.grads]
+        # The per-sample gradient at fixed totals: unit coefficient, no batch adjoints, in the
+        # gradient and in every row quantity built on an adjoint (a softmax's row sum of
+        # adjoint-weighted terms): those vanish with them (table order: operands come first),
+        # and with them the weight factors of the paths through the totals.
+        self.held: dict[sp.Symbol, sp.Expr] = {COEF: sp.S.One}
+        for q in derived.quantities:
+            if q.op == "adjoint" or (q.op in _VANISH and q.expr.xreplace(self.held) == 0):
+                self.held[q.symbol] = sp.S.Zero
+        self.grads = [g.xreplace(self.held) for _, g in derived.grads]
         self.args = [f"v_{i.name}" for i in self.loss.inputs]
         self.args += [f"v_{p.name}" for p in self.loss.params]
         self.axis_input = next((i.name for i in self.loss.inputs if i.axis), None)
@@ -93,7 +101,8 @@ class _Module:
         parts.append(self.function("value", total_names, [self.d.value], ["_sshape"]))
         entries = ["weight", "totals", "value"]
         for k, (name, g) in enumerate(zip(self.loss.wrt, self.grads, strict=True)):
-            parts.append(self.function(f"grad_{k}", total_names, [g], [self.shape_of(name)]))
+            shape = [self.shape_of(name)]
+            parts.append(self.function(f"grad_{k}", total_names, [g], shape, held=True))
             entries.append(f"grad_{k}")
         modes = ("grad", "hess") if self.d.hessian_error is None else ("grad",)
         for mode in modes:
@@ -138,12 +147,14 @@ class _Module:
         exprs: Sequence[sp.Expr],
         shapes: Sequence[str],
         many: bool = False,
+        held: bool = False,
     ) -> str:
         """`fname(xp, inputs..., params..., extra...)` returning each of `exprs` broadcast to
-        its shape: a tuple with `many`, else the one array."""
+        its shape: a tuple with `many`, else the one array. `held`: quantities are printed
+        with the batch adjoints at zero (`self.held`)."""
         signature = ", ".join(["xp", *self.args, *extra])
         body = self.prologue()
-        body += self.quantity_lines(self.closure(exprs, batch=False))
+        body += self.quantity_lines(self.closure(exprs, batch=False), held)
         temps, results = self.cse([self.tied(e) for e in exprs])
         body += [f"    {self.name(t)} = {self.expr(e)}" for t, e in temps]
         out = [
@@ -242,10 +253,11 @@ class _Module:
             stack.extend(d for d in deps if d in self.quantities)
         return [q for q in self.d.quantities if q.symbol in seen and (batch or q.op != "total")]
 
-    def quantity_lines(self, qs: Sequence[Quantity]) -> list[str]:
+    def quantity_lines(self, qs: Sequence[Quantity], held: bool = False) -> list[str]:
         lines = []
         for q in qs:
-            name, e = self.name(q.symbol), self.expr(self.tied(q.expr))
+            body = q.expr.xreplace(self.held) if held else q.expr
+            name, e = self.name(q.symbol), self.expr(self.tied(body))
             along = self.element_level(q.expr)
             shape = "_shape" if along else "_sshape"
             if q.op == "sum":
