@@ -32,6 +32,11 @@ from lossdsl.integrations import xgboost as lx
 
 Fn = Callable[[], Any]
 
+# Steady state: kernels compiled (or loaded from the cache) on the first call. Under the
+# default "background" policy a new process serves its first seconds of calls with NumPy
+# while the kernels load, which the warm-up call would not cover.
+os.environ.setdefault("LOSSDSL_COMPILE", "sync")
+
 
 # A pause before each timed call: thread pools that spin after their work (XLA's, OpenMP's)
 # would otherwise take the cores from the next contestant.
