@@ -634,17 +634,32 @@ class Loss:
         if given:
             call = unalias(call, given)
         grads, hess = self._outputs(mode, call, given, grads_given, fresh)
-        module = self._fused(mode, call, grads, hess, plan)
-        if module is None:
-            try:
-                # The NumPy path has no gradient-and-Hessian-only form: it computes the value too.
-                both = "hess" if mode == "grad_hess" else mode
-                value = eager.run(self._array_module(), both, call, grads, hess, self.definition)
-            finally:
-                self._tracker.release()
+        runner = None if plan is None else plan.runner
+        if runner is not None:  # the plan's module and runner, once it has them
+            value = runner.run(call, grads, hess)
         else:
-            value = self._runner(module, mode, call, plan).run(call, grads, hess)
+            value = self._first_run(mode, call, grads, hess, plan)
         return value, one_or_tuple(grads), one_or_tuple(hess)
+
+    def _first_run(
+        self,
+        mode: str,
+        call: Call,
+        grads: list[np.ndarray],
+        hess: list[np.ndarray],
+        plan: _Plan | None,
+    ) -> Any:
+        """Run a call whose plan has no runner yet (or that has no plan): on the fused
+        module, once there is one, else on the NumPy path (see `compile_mode`)."""
+        module = self._fused(mode, call, grads, hess, plan)
+        if module is not None:
+            return self._runner(module, mode, call, plan).run(call, grads, hess)
+        try:
+            # The NumPy path has no gradient-and-Hessian-only form: it computes the value too.
+            both = "hess" if mode == "grad_hess" else mode
+            return eager.run(self._array_module(), both, call, grads, hess, self.definition)
+        finally:
+            self._tracker.release()
 
     def _outputs(
         self,
@@ -683,13 +698,11 @@ class Loss:
         return plan
 
     def _runner(self, module: ModuleType, mode: str, call: Call, plan: _Plan | None) -> host.Runner:
-        """How `module` runs this call: made once per plan (its key fixes every choice a
-        runner makes) and module."""
-        runner = plan.runner if plan is not None else None
-        if runner is None or runner.module is not module:
-            runner = host.Runner(module, mode, call, self.definition)
-            if plan is not None:
-                plan.runner = runner
+        """How `module` runs this call, kept by its plan (the plan key fixes every choice a
+        runner makes, and the plan keeps its module)."""
+        runner = host.Runner(module, mode, call, self.definition)
+        if plan is not None and plan.module is module:
+            plan.runner = runner
         return runner
 
 

@@ -275,7 +275,8 @@ def run_phases(
     `given` replaces the sums of the totals and the adjoints phases (rows of sums over the
     whole batch, see `phase_sums`): those phases do not run, and this batch is one chunk.
     """
-    previous = [_NO_PARTS if g is None else g for g in given]
+    p0, p1 = given
+    previous = [_NO_PARTS if p0 is None else p0, _NO_PARTS if p1 is None else p1]
     parallel = threads > 1 and blocks >= 2
     result: tuple[float, float, float] = (0.0, 0.0, 1.0)
     parts = _NO_PARTS
