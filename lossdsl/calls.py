@@ -220,9 +220,10 @@ class Call:
             validate.sample_weight(w, self.dtype)
         if w.shape != self.batch:
             w = np.broadcast_to(w, self.batch)
-        # Writeable and C-ordered, as `bind` passes them: the same kernel signature.
+        # Writeable, aligned and C-ordered, as `bind` passes them: the same kernel signature.
         w = w.reshape(self.n)
-        return w if w.flags.writeable and w.flags.c_contiguous else w.copy()
+        flags = w.flags
+        return w if flags.writeable and flags.c_contiguous and flags.aligned else w.copy()
 
 
 def bind(
