@@ -7,12 +7,13 @@ that also computes the value (`value_grad_hess`, for comparison), a hand-written
 writing into reused buffers, and the jaxboost approach (`jax.grad` of the summed loss, then
 `jax.grad` of that for the Hessian diagonal; `jax.hessian` per row for softmax), jitted and
 warmed up. Part 2 times whole XGBoost and LightGBM training runs with the lossdsl objective
-against the built-in one. Medians of interleaved repeats; ratios are printed in the same run,
-with the load average before and after (a loaded machine makes OpenMP training erratic:
-`--threads 1` runs the libraries and the kernels on one thread each).
+against the built-in one. Medians (and interquartile ranges) of interleaved repeats; ratios
+of medians are printed in the same run, with the load average before and after (a loaded
+machine makes OpenMP training erratic: `--threads 1` runs the libraries and the kernels on one
+thread each).
 
     python benchmarks/bench_gbdt.py [--sizes 1e5 1e6 1e7] [--train-sizes 1e5 1e6] [--rounds 10]
-        [--repeats 7] [--threads N]
+        [--repeats 7] [--threads N] [--parts objective training]
 """
 
 from __future__ import annotations
@@ -31,16 +32,24 @@ from lossdsl.integrations import xgboost as lx
 
 Fn = Callable[[], Any]
 
+# Steady state: kernels compiled (or loaded from the cache) on the first call. Under the
+# default "background" policy a new process serves its first seconds of calls with NumPy
+# while the kernels load, which the warm-up call would not cover.
+os.environ.setdefault("LOSSDSL_COMPILE", "sync")
+
 
 # A pause before each timed call: thread pools that spin after their work (XLA's, OpenMP's)
 # would otherwise take the cores from the next contestant.
 SETTLE_S = 0.05
 
 
-def _median_ms(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
+Times = dict[str, list[float]]
+
+
+def _times_ms(fns: dict[str, Fn], repeats: int) -> Times:
     """Interleaved repeats (one call of each per round, after a warm-up call each), the order
-    rotated every round so that no contestant always follows the same one."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    rotated every round so that no contestant always follows the same one; milliseconds."""
+    times: Times = {k: [] for k in fns}
     for fn in fns.values():
         fn()
     order = list(fns.items())
@@ -49,8 +58,8 @@ def _median_ms(fns: dict[str, Fn], repeats: int) -> dict[str, float]:
             time.sleep(SETTLE_S)
             t = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
-    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+            times[name].append(1e3 * (time.perf_counter() - t))
+    return times
 
 
 # -- hand-written NumPy objectives (buffers reused, as a careful user would write them) -------
@@ -119,7 +128,7 @@ def _jax_softmax(s: np.ndarray, y: np.ndarray) -> Fn:
     return lambda: tuple(np.asarray(a) for a in both(s, labels))
 
 
-def objective_rows(sizes: list[int], repeats: int) -> list[tuple[str, dict[str, float]]]:
+def objective_rows(sizes: list[int], repeats: int) -> list[tuple[str, Times]]:
     rng = np.random.default_rng(0)
     rows = []
     cases = [("logistic", n, 0) for n in sizes] + [("softmax K=10", 1_000_000, 10)]
@@ -144,7 +153,7 @@ def objective_rows(sizes: list[int], repeats: int) -> list[tuple[str, dict[str, 
             "numpy": numpy_fn(s, y),
             "jax.grad x2": jax_fn(s, y),
         }
-        rows.append((f"{name}, n={n:.0e}", _median_ms(fns, repeats)))
+        rows.append((f"{name}, n={n:.0e}", _times_ms(fns, repeats)))
     return rows
 
 
@@ -153,7 +162,7 @@ def objective_rows(sizes: list[int], repeats: int) -> list[tuple[str, dict[str, 
 
 def training_rows(
     sizes: list[int], rounds: int, repeats: int, threads: int
-) -> list[tuple[str, dict[str, float]]]:
+) -> list[tuple[str, Times]]:
     rng = np.random.default_rng(1)
     rows = []
     for n in sizes:
@@ -165,9 +174,7 @@ def training_rows(
     return rows
 
 
-def _xgboost(
-    x: np.ndarray, y: np.ndarray, rounds: int, repeats: int, threads: int
-) -> dict[str, float]:
+def _xgboost(x: np.ndarray, y: np.ndarray, rounds: int, repeats: int, threads: int) -> Times:
     import xgboost as xgb
 
     d = xgb.DMatrix(x, label=y, nthread=threads)
@@ -179,12 +186,10 @@ def _xgboost(
         "lossdsl": lambda: xgb.train(ours, d, rounds, obj=obj),
         "built-in": lambda: xgb.train(builtin, d, rounds),
     }
-    return _median_ms(fns, repeats)
+    return _times_ms(fns, repeats)
 
 
-def _lightgbm(
-    x: np.ndarray, y: np.ndarray, rounds: int, repeats: int, threads: int
-) -> dict[str, float]:
+def _lightgbm(x: np.ndarray, y: np.ndarray, rounds: int, repeats: int, threads: int) -> Times:
     import lightgbm as lgb
 
     obj = ll.Objective("bce_with_logits")
@@ -196,23 +201,29 @@ def _lightgbm(
         ),
         "built-in": lambda: lgb.train({**params, "objective": "binary"}, ds, rounds),
     }
-    return _median_ms(fns, repeats)
+    return _times_ms(fns, repeats)
 
 
-def _print(title: str, rows: list[tuple[str, dict[str, float]]], base: str) -> None:
+def _print(title: str, rows: list[tuple[str, Times]], base: str) -> None:
+    """Medians with their interquartile range, and the ratios of the medians."""
     names = list(rows[0][1])
     print(f"\n{title}\n")
     print(
         "| case | "
-        + " | ".join(f"{k} (ms)" for k in names)
+        + " | ".join(f"{k} ms (IQR)" for k in names)
         + " | "
         + " | ".join(f"{k} / {base}" for k in names if k != base)
         + " |"
     )
     print("|---" * (2 * len(names)) + "|")
-    for case, t in rows:
-        ratios = " | ".join(f"{t[k] / t[base]:.2f}x" for k in names if k != base)
-        print(f"| {case} | " + " | ".join(f"{t[k]:.2f}" for k in names) + f" | {ratios} |")
+    for case, times in rows:
+        med = {k: statistics.median(v) for k, v in times.items()}
+        cells = []
+        for k in names:
+            q1, _, q3 = statistics.quantiles(times[k], n=4)
+            cells.append(f"{med[k]:.3g} ({q1:.3g}-{q3:.3g})")
+        ratios = " | ".join(f"{med[k] / med[base]:.2f}x" for k in names if k != base)
+        print(f"| {case} | " + " | ".join(cells) + f" | {ratios} |")
 
 
 def main() -> None:
@@ -222,20 +233,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="0: every core")
+    parser.add_argument(
+        "--parts", nargs="+", choices=("objective", "training"), default=["objective", "training"]
+    )
     args = parser.parse_args()
     threads = args.threads or (os.cpu_count() or 1)
     import numba
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     print(f"threads: {threads}; load average before: {_load()}")
-    rows = objective_rows([int(n) for n in args.sizes], args.repeats)
-    _print(
-        "Objective call per boosting round (gradient + Hessian, float32 scores)", rows, "lossdsl"
-    )
-    train = training_rows(
-        [int(n) for n in args.train_sizes], args.rounds, max(3, args.repeats // 2), threads
-    )
-    _print("Training time, lossdsl objective vs built-in", train, "built-in")
+    if "objective" in args.parts:
+        rows = objective_rows([int(n) for n in args.sizes], args.repeats)
+        title = "Objective call per boosting round (gradient + Hessian, float32 scores)"
+        _print(title, rows, "lossdsl")
+    if "training" in args.parts:
+        train = training_rows(
+            [int(n) for n in args.train_sizes], args.rounds, max(3, args.repeats // 2), threads
+        )
+        _print("Training time, lossdsl objective vs built-in", train, "built-in")
     print(f"\nload average after: {_load()}")
 
 

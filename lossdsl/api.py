@@ -124,12 +124,11 @@ class Loss:
         self._derived: Derived | None = None
         self._array: ModuleType | None = None
         self._tracker = background.Tracker()
-        # Validated calls by argument signature (shapes, dtypes, parameter values): see plan_key.
-        self._plans: dict[tuple[Any, ...], Call] = {}
+        # What calls of one argument signature (shapes, dtypes, parameter values, see
+        # plan_key) share: their validation, fused module and runner.
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
         # The same loss differentiating other inputs, by the `wrt=` tuple asked for.
         self._views: dict[tuple[Any, ...], Loss] = {}
-        # Fused modules found ready for a plan's calls (the plan fixes the kernel signature).
-        self._ready: dict[tuple[Any, ...], ModuleType] = {}
 
     # -- description --------------------------------------------------------------------------
 
@@ -353,24 +352,24 @@ class Loss:
         call: Call,
         grads: list[np.ndarray],
         hess: list[np.ndarray],
-        key: tuple[Any, ...] | None,
+        plan: _Plan | None,
     ) -> ModuleType | None:
         """The fused module to run this call, or None for the NumPy path (see `compile_mode`).
 
-        `key` is the call's plan key, if any: its module, once ready, is kept by it.
+        `plan` is the call's plan, if any: its module, once ready, is kept by it.
         """
-        fixed = call.defaults if self.specialize else ()
+        if plan is not None and plan.module is not None:
+            return plan.module  # chosen under the policy of the plan's first call
         chosen = background.policy(self.compile_mode)
-        if chosen == "sync":
-            return self._kernels(fixed)
         if chosen == "never":
             return None
-        ready = self._ready.get(key) if key is not None else None
-        if ready is not None:
-            return ready
-        module = self._background(mode, call, grads, hess, fixed)
-        if module is not None and key is not None:
-            self._ready[key] = module
+        fixed = call.defaults if self.specialize else ()
+        if chosen == "sync":
+            module: ModuleType | None = self._kernels(fixed)
+        else:
+            module = self._background(mode, call, grads, hess, fixed)
+        if plan is not None:
+            plan.module = module
         return module
 
     def _background(
@@ -499,18 +498,7 @@ class Loss:
         only the gradient and Hessian terms in its common subexpressions). `wrt` as for
         `value_and_grad`.
         """
-        if out is not None and not (isinstance(out, tuple | list) and len(out) == 2):
-            raise SpecShapeError("out= for grad_hess is a pair (gradient, hessian)")
-        grad_out, hess_out = (None, None) if out is None else out
-        if (grad_out is None) != (hess_out is None):
-            raise SpecShapeError("out= for grad_hess needs both arrays, or neither")
-        if out is not None and any(
-            np.may_share_memory(g, h) for g in as_list(grad_out) for h in as_list(hess_out)
-        ):
-            raise SpecShapeError(
-                "out= for grad_hess: the gradient and Hessian arrays overlap",
-                hint="give each its own array (np.empty_like twice)",
-            )
+        grad_out, hess_out = (None, None) if out is None else _grad_hess_out(out)
         loss = self if wrt is None else self.with_wrt(wrt)
         _, grads, hess = loss._run(
             "grad_hess", args, kw, reduction, sample_weight, hess_out, fresh=True, grad_out=grad_out
@@ -608,10 +596,16 @@ class Loss:
         fresh: bool = False,
         grad_out: Any = None,
     ) -> tuple[Any, Any, Any]:
-        lazy = _lazy_integration(args, kw, weight, cotangent)
-        if lazy is not None:
-            run: Any = lazy.run
-            return run(self, mode, args, kw, reduction, weight, out, cotangent, grad_out)  # type: ignore[no-any-return]
+        # A call with a cotangent is validated in full every time (no plan).
+        key = None
+        if cotangent is None and self.target == "cpu":
+            outs = out if grad_out is None else [*as_list(out), *as_list(grad_out)]
+            key = plan_key(mode, args, kw, reduction, weight, outs)
+        if key is None or kw:  # with a key, only a keyword can be a lazy array
+            lazy = _lazy_integration(args, kw, weight, cotangent)
+            if lazy is not None:
+                run: Any = lazy.run
+                return run(self, mode, args, kw, reduction, weight, out, cotangent, grad_out)  # type: ignore[no-any-return]
         if self.target == "array":
             raise UnsupportedError(
                 "target 'array' is code for array libraries, not a callable kernel",
@@ -622,54 +616,129 @@ class Loss:
 
             d = self.definition
             return device.run(d, self._kernels, mode, args, kw, reduction, weight, out, cotangent)
-        wrt = self.definition.wrt
-        outs = out if grad_out is None else [*as_list(out), *as_list(grad_out)]
-        # A call with a cotangent is validated in full every time (no plan).
-        key = None if cotangent is not None else plan_key(mode, args, kw, reduction, weight, outs)
         plan = self._plans.get(key) if key is not None else None
-        grads_given = None
-        if plan is not None:
+        if plan is not None and plan.call is not None:
             # Same shapes, dtypes, parameters and out= layout as a validated call: only the
-            # data differs, and no check depends on the data.
-            call = plan.with_arrays(args, self.inputs)
-            given = as_list(out) if out is not None else None
-            grads_given = as_list(grad_out) if grad_out is not None else None
+            # data differs, and no check depends on the data but the weights' (made there).
+            call = plan.call.with_arrays(args, plan.flat, weight)
+            given = None if out is None else as_list(out)
+            grads_given = None if grad_out is None else as_list(grad_out)
         else:
             call = bind(self.definition, args, kw, reduction, weight)
             call.ct = check_cotangent(self.definition, call, cotangent)
-            given = check_outputs(call, wrt, out) if out is not None else None
-            if grad_out is not None:
-                grads_given = check_outputs(call, wrt, grad_out)
-            if key is not None and call.reusable(args):
-                if len(self._plans) >= _MAX_PLANS:  # shapes that keep changing: start over
-                    self._plans.clear()
-                    self._ready.clear()
-                self._plans[key] = dataclasses.replace(call, arrays=[])
+            wrt = self.definition.wrt
+            given = None if out is None else check_outputs(call, wrt, out)
+            grads_given = None if grad_out is None else check_outputs(call, wrt, grad_out)
+            if key is not None and plan is None:
+                plan = self._plan(key, call, args)
         if given:
             call = unalias(call, given)
-        grads: list[np.ndarray] = []
-        hess: list[np.ndarray] = []
-        if mode == "grad":
-            grads = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
-        elif mode in HESSIAN_MODES:
-            hess = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
-            grads = grads_given or [
-                np.empty(call.shape_of(x), call.dtype)
-                if fresh
-                else runtime.workspace(("grad", x), call.shape_of(x), call.dtype)
-                for x in wrt
-            ]
-        module = self._fused(mode, call, grads, hess, key)
-        if module is None:
-            try:
-                # The NumPy path has no gradient-and-Hessian-only form: it computes the value too.
-                both = "hess" if mode == "grad_hess" else mode
-                value = eager.run(self._array_module(), both, call, grads, hess, self.definition)
-            finally:
-                self._tracker.release()
+        grads, hess = self._outputs(mode, call, given, grads_given, fresh)
+        runner = None if plan is None else plan.runner
+        if runner is not None:  # the plan's module and runner, once it has them
+            value = runner.run(call, grads, hess)
         else:
-            value = host.run(module, mode, call, grads, hess, self.definition)
+            value = self._first_run(mode, call, grads, hess, plan)
         return value, one_or_tuple(grads), one_or_tuple(hess)
+
+    def _first_run(
+        self,
+        mode: str,
+        call: Call,
+        grads: list[np.ndarray],
+        hess: list[np.ndarray],
+        plan: _Plan | None,
+    ) -> Any:
+        """Run a call whose plan has no runner yet (or that has no plan): on the fused
+        module, once there is one, else on the NumPy path (see `compile_mode`)."""
+        module = self._fused(mode, call, grads, hess, plan)
+        if module is not None:
+            return self._runner(module, mode, call, plan).run(call, grads, hess)
+        try:
+            # The NumPy path has no gradient-and-Hessian-only form: it computes the value too.
+            both = "hess" if mode == "grad_hess" else mode
+            return eager.run(self._array_module(), both, call, grads, hess, self.definition)
+        finally:
+            self._tracker.release()
+
+    def _outputs(
+        self,
+        mode: str,
+        call: Call,
+        given: list[np.ndarray] | None,
+        grads_given: list[np.ndarray] | None,
+        fresh: bool,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The arrays `mode` writes: (gradients, Hessians), the given ones or new ones (the
+        gradients of a Hessian mode that returns none in per-thread scratch, unless `fresh`)."""
+        wrt = self.definition.wrt
+        if mode == "grad":
+            return given or [np.empty(call.shape_of(x), call.dtype) for x in wrt], []
+        if mode not in HESSIAN_MODES:
+            return [], []
+        hess = given or [np.empty(call.shape_of(x), call.dtype) for x in wrt]
+        grads = grads_given or [
+            np.empty(call.shape_of(x), call.dtype)
+            if fresh
+            else runtime.workspace(("grad", x), call.shape_of(x), call.dtype)
+            for x in wrt
+        ]
+        return grads, hess
+
+    def _plan(self, key: tuple[Any, ...], call: Call, args: tuple[Any, ...]) -> _Plan:
+        """A new plan for the calls with `key`; it keeps the validation only where the kernel
+        arrays are the caller's (no conversion: only then is the data all that changes)."""
+        if len(self._plans) >= _MAX_PLANS:  # shapes that keep changing: start over
+            self._plans.clear()
+        kept = None
+        if call.reusable(args):
+            kept = dataclasses.replace(call, arrays=[], sw=None)
+        flat = tuple(call.flat_shape(i.name) for i in self.definition.inputs)
+        plan = self._plans[key] = _Plan(kept, flat)
+        return plan
+
+    def _runner(self, module: ModuleType, mode: str, call: Call, plan: _Plan | None) -> host.Runner:
+        """How `module` runs this call, kept by its plan (the plan key fixes every choice a
+        runner makes, and the plan keeps its module)."""
+        runner = host.Runner(module, mode, call, self.definition)
+        if plan is not None and plan.module is module:
+            plan.runner = runner
+        return runner
+
+
+def _grad_hess_out(out: Any) -> tuple[Any, Any]:
+    """The (gradient, Hessian) arrays of `out=` for grad_hess, checked as a pair that does
+    not overlap (each array's shape and layout are checked as for `value_and_grad`)."""
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise SpecShapeError("out= for grad_hess is a pair (gradient, hessian)")
+    grad_out, hess_out = out
+    if (grad_out is None) != (hess_out is None):
+        raise SpecShapeError("out= for grad_hess needs both arrays, or neither")
+    if type(grad_out) is np.ndarray and type(hess_out) is np.ndarray:
+        overlap = np.may_share_memory(grad_out, hess_out)  # one input: the usual case
+    else:
+        grads, hess = as_list(grad_out), as_list(hess_out)
+        overlap = grad_out is not None and any(
+            np.may_share_memory(g, h) for g in grads for h in hess
+        )
+    if overlap:
+        raise SpecShapeError(
+            "out= for grad_hess: the gradient and Hessian arrays overlap",
+            hint="give each its own array (np.empty_like twice)",
+        )
+    return grad_out, hess_out
+
+
+@dataclass
+class _Plan:
+    """What the calls of one argument signature (`plan_key`) share: the validated call (None
+    where binding converts an argument: then each call binds anew), the inputs' kernel
+    shapes, the fused module once ready and its runner."""
+
+    call: Call | None
+    flat: tuple[tuple[int, ...], ...]
+    module: ModuleType | None = None
+    runner: host.Runner | None = None
 
 
 # Losses unpickled in this process, by the key they were pickled with (see `_rebuild`).

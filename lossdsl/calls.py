@@ -36,24 +36,36 @@ def plan_key(
 ) -> tuple[Any, ...] | None:
     """What a call's validation depends on, or None where it depends on more than this.
 
-    Positional C-contiguous arrays (shape, dtype), hashable parameter values, the reduction and
-    the out= arrays' layout; sample weights and anything else take the full path every time.
+    Positional C-contiguous arrays (shape, dtype), the sample weights' (shape, dtype),
+    hashable parameter values, the reduction and the out= arrays' layout; anything else takes
+    the full path every time. The one check on data, finite weights, runs on every call
+    (`Call.with_arrays`).
     """
-    if weight is not None or "weight" in kw or not isinstance(reduction, str | None):
+    if "weight" in kw or not isinstance(reduction, str | None):
         return None
     # The count of positional arrays and of out= arrays are part of the key: f(x, y, out=g)
-    # and f(x, y, g) have the same arrays. dtype.str includes the byte order.
+    # and f(x, y, g) have the same arrays. Equal dtypes have the same byte order (a
+    # non-native one is converted by `bind`: its plan keeps no validated call).
     key: list[Any] = [mode, reduction, len(args)]
     for a in args:
-        if type(a) is not np.ndarray or not (a.flags.c_contiguous and a.dtype.isnative):
+        if type(a) is not np.ndarray or not a.flags.c_contiguous:
             return None
-        key.append((a.shape, a.dtype.str))
-    outs = as_list(out) if out is not None else []
+        key.append((a.shape, a.dtype))
+    if weight is None:
+        key.append(None)
+    elif type(weight) is np.ndarray and weight.dtype.isnative and weight.dtype.kind in "biuf":
+        key.append((weight.shape, weight.dtype))
+    else:
+        return None
+    outs = out if isinstance(out, tuple | list) else () if out is None else (out,)
     key.append(len(outs))
     for o in outs:
-        if type(o) is not np.ndarray or not (o.flags.c_contiguous and o.flags.writeable):
+        if type(o) is not np.ndarray:
             return None
-        key.append((o.shape, o.dtype.str))
+        flags = o.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return None
+        key.append((o.shape, o.dtype))
     if kw:
         try:
             items = tuple(sorted(kw.items()))
@@ -108,6 +120,9 @@ def unalias(call: Call, outs: list[np.ndarray]) -> Call:
             raise SpecShapeError(
                 "out= arrays overlap each other", hint="give each gradient its own array"
             )
+    read = [*call.arrays, *call.params, call.sw, call.ct]
+    if not any(np.may_share_memory(x, o) for x in read if isinstance(x, np.ndarray) for o in outs):
+        return call  # the usual case, checked with the fewest steps: nothing to copy
 
     def private(x: Any) -> Any:
         if isinstance(x, np.ndarray) and any(np.may_share_memory(x, o) for o in outs):
@@ -177,15 +192,38 @@ class Call:
             for a, b in zip(self.arrays, args, strict=True)
         )
 
-    def with_arrays(self, args: tuple[np.ndarray, ...], names: tuple[str, ...]) -> Call:
-        """This validated call for new arrays of the same shapes and dtypes (`names` in order)."""
-        flat = [
-            _kernel_view(b.reshape(self.flat_shape(x))) for b, x in zip(args, names, strict=True)
-        ]
+    def with_arrays(
+        self,
+        args: tuple[np.ndarray, ...],
+        shapes: tuple[tuple[int, ...], ...],
+        weight: np.ndarray | None = None,
+    ) -> Call:
+        """This validated call for new C-contiguous arrays of the same shapes and dtypes
+        (`shapes`: their kernel shapes, `flat_shape` of each input) and sample weights of the
+        same shape and dtype (checked finite: the one check that depends on the data)."""
+        flat = []
+        for a, shape in zip(args, shapes, strict=True):
+            view = a.reshape(shape)  # a new view of a C-contiguous array: as `_kernel_view`
+            view.flags.writeable = False
+            flat.append(view)
+        sw = None if weight is None else self._weights(weight)
         return Call(
             self.dtype, self.dtag, self.batch, self.n, self.axis_len, flat, self.params,
-            None, self.mode, self.shapes, self.axis_inputs, self.defaults,
+            sw, self.mode, self.shapes, self.axis_inputs, self.defaults,
         )  # fmt: skip
+
+    def _weights(self, weight: np.ndarray) -> np.ndarray:
+        w = weight if weight.dtype == self.dtype else weight.astype(self.dtype)
+        # One pass and no temporary in the usual case: a sum is finite only if every term is
+        # (NaN and inf propagate); a sum that overflowed gets the full check, which tells.
+        if not math.isfinite(np.add.reduce(w, axis=None)):
+            validate.sample_weight(w, self.dtype)
+        if w.shape != self.batch:
+            w = np.broadcast_to(w, self.batch)
+        # Writeable, aligned and C-ordered, as `bind` passes them: the same kernel signature.
+        w = w.reshape(self.n)
+        flags = w.flags
+        return w if flags.writeable and flags.c_contiguous and flags.aligned else w.copy()
 
 
 def bind(

@@ -43,11 +43,70 @@ class _Launch:
 
 
 def _launch(call: Call, tail: tuple[Any, ...]) -> _Launch:
-    elements = call.n * max(call.axis_len, 1)
     block = _block(call)
-    blocks = (call.n + block - 1) // block
-    threads = runtime.threads() if elements >= PARALLEL_ELEMENTS else 1
-    return _Launch(_head(call, block), tail, blocks, threads)
+    return _Launch(_head(call, block), tail, _blocks(call, block), _threads(call))
+
+
+class Runner:
+    """How the kernels of `module` run calls of one signature (mode, shapes, dtypes,
+    reduction, weights or none), decided once: the phases, the blocks and the threading. A
+    runner made for one call serves every call the same validated plan covers.
+    """
+
+    def __init__(self, module: ModuleType, mode: str, call: Call, loss: ir.LossDef) -> None:
+        if mode in HESSIAN_MODES:
+            hessian_supported(loss, module)
+        weighted = call.sw is not None or loss.weight is not None
+        self.module, self.loss = module, loss
+        self.block = _block(call)
+        self.blocks = _blocks(call, self.block)
+        self.parallel = call.n * max(call.axis_len, 1) >= PARALLEL_ELEMENTS
+        self.phases = runtime.entry_phases(
+            module, entry_name(mode, call.dtag), call.mode == 0 and weighted, call.axis_len
+        )
+        # The grad_hess entry computes no value: no per-sample array for reduction 'none'.
+        self.valued = mode != "grad_hess"
+        self.per_sample = call.mode == 2 and self.valued
+        # The kernels' shapes of the outputs (one row per sample), where the inputs' differ.
+        flat = [call.flat_shape(x) for x in loss.wrt]
+        reshape = any(f != call.shape_of(x) for f, x in zip(flat, loss.wrt, strict=True))
+        self.flat = flat if reshape else None
+
+    def run(
+        self,
+        call: Call,
+        grads: list[np.ndarray],
+        hess: list[np.ndarray],
+        given: Given = (None, None),
+    ) -> Any:
+        """Run the kernels for a validated call; returns the value (see `run`)."""
+        dtype = call.dtype
+        result = np.empty(call.batch, dtype) if self.per_sample else None
+        chunk = given[0] is not None
+        if call.n == 0:
+            for g in grads + hess:
+                g.fill(0)
+            if result is not None or chunk:
+                return result if result is not None else 0.0
+            return dtype.type(np.nan if call.mode == 0 else 0.0)
+        head = (*call.arrays, *call.params, call.sw, call.ct, call.mode, self.block)
+        if self.flat is not None:
+            grads = [a.reshape(f) for a, f in zip(grads, self.flat, strict=False)]
+            hess = [a.reshape(f) for a, f in zip(hess, self.flat, strict=False)]
+        tail = (None if result is None else result.reshape(-1), *grads, *hess)
+        threads = runtime.threads() if self.parallel else 1
+        value, bad = runtime.run_phases(self.phases, head, tail, self.blocks, threads, given)
+        if bad:
+            raise SpecShapeError(
+                f"{int(bad)} sample(s) have a label outside [0, {call.axis_len}) "
+                f"for loss '{self.loss.name}'",
+                hint="labels index the class axis; mark ignored rows with a zero weight",
+            )
+        if result is not None:
+            return result
+        if chunk or not self.valued:
+            return value
+        return dtype.type(value)
 
 
 def run(
@@ -68,34 +127,7 @@ def run(
     Raises:
         SpecShapeError: labels outside the class axis (with a non-zero weight).
     """
-    n, dtype = call.n, call.dtype
-    # The grad_hess entry computes no value: no per-sample array for reduction 'none'.
-    result = np.empty(call.batch, dtype) if call.mode == 2 and mode != "grad_hess" else None
-    chunk = given[0] is not None
-    if mode in HESSIAN_MODES:
-        hessian_supported(loss, module)
-    if n == 0:
-        for g in grads + hess:
-            g.fill(0)
-        if result is not None or chunk:
-            return result if result is not None else 0.0
-        return dtype.type(np.nan if call.mode == 0 else 0.0)
-    go = _launch(call, _tail(call, result, grads, hess, loss))
-    weighted = call.sw is not None or loss.weight is not None
-    weighted_mean = call.mode == 0 and weighted
-    entry = entry_name(mode, call.dtag)
-    value, bad = runtime.run_phases(
-        module, entry, go.head, go.tail, go.blocks, go.threads, weighted_mean, call.axis_len, given
-    )
-    if bad:
-        raise SpecShapeError(
-            f"{int(bad)} sample(s) have a label outside [0, {call.axis_len}) "
-            f"for loss '{loss.name}'",
-            hint="labels index the class axis; mark ignored rows with a zero weight",
-        )
-    if result is not None:
-        return result
-    return value if chunk else dtype.type(value)
+    return Runner(module, mode, call, loss).run(call, grads, hess, given)
 
 
 def signature(
@@ -126,6 +158,14 @@ def describe(value: Any) -> Any:
 
 def _block(call: Call) -> int:
     return max(1, BLOCK_ELEMENTS // max(call.axis_len, 1))
+
+
+def _blocks(call: Call, block: int) -> int:
+    return (call.n + block - 1) // block
+
+
+def _threads(call: Call) -> int:
+    return runtime.threads() if call.n * max(call.axis_len, 1) >= PARALLEL_ELEMENTS else 1
 
 
 def _head(call: Call, block: int) -> tuple[Any, ...]:

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -133,17 +134,17 @@ def run_kernel(module: ModuleType, entry: str, args: tuple[Any, ...]) -> Any:
     try:
         return fn(*args)
     except Exception as exc:
-        _reraise(exc, module, entry)
+        _reraise(exc, module.__file__, entry)
 
 
-def _reraise(exc: Exception, module: ModuleType, entry: str) -> NoReturn:
+def _reraise(exc: Exception, file: str | None, entry: str) -> NoReturn:
     from numba.core.errors import NumbaError
 
     if isinstance(exc, NumbaError):
         raise KernelCompileError(
             f"numba could not compile '{entry}': {str(exc).splitlines()[0]}",
-            module.__file__,
-            hint=f"the generated source is {module.__file__}",
+            file,
+            hint=f"the generated source is {file}",
         ) from exc
     raise exc
 
@@ -194,7 +195,7 @@ def compile_entry(module: ModuleType, entry: str, described: tuple[Any, ...]) ->
         try:
             fn.compile(signature)
         except Exception as exc:
-            _reraise(exc, module, entry + suffix)
+            _reraise(exc, module.__file__, entry + suffix)
 
 
 # Read-only stand-in for the block sums of a phase that did not run.
@@ -224,15 +225,44 @@ def workspace(key: Any, shape: tuple[int, ...], dtype: Any = np.float64) -> np.n
     return a
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One phase of an entry point, looked up once: its kernel, the columns of its block sums
+    and which later-phase argument (_P0, _P1) receives those (None: the last phase)."""
+
+    name: str
+    fn: Any
+    columns: int
+    earlier: int | None
+    file: str | None
+
+
+def entry_phases(
+    module: ModuleType, entry: str, weighted_mean: bool, axis_len: int = 0
+) -> tuple[Phase, ...]:
+    """The phases of `entry` that a call runs: the totals phase only where it is always
+    needed or the call is a weighted mean (its weight sum); per-class totals take one column
+    per position of the axis."""
+    return tuple(
+        _phase(module, entry, k, axis_len)
+        for k, (_, _, _, always) in enumerate(module.PHASES[entry])
+        if always or weighted_mean
+    )
+
+
+def _phase(module: ModuleType, entry: str, k: int, axis_len: int) -> Phase:
+    suffix, width, per_class, _ = module.PHASES[entry][k]
+    name = entry + suffix
+    columns = width + per_class * axis_len
+    return Phase(name, getattr(module, name), columns, _EARLIER.get(suffix), module.__file__)
+
+
 def run_phases(
-    module: ModuleType,
-    entry: str,
+    phases: tuple[Phase, ...],
     head: tuple[Any, ...],
     tail: tuple[Any, ...],
     blocks: int,
     threads: int,
-    weighted_mean: bool,
-    axis_len: int = 0,
     given: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
 ) -> tuple[float, float]:
     """Run an entry point's phases over `blocks` fixed blocks; returns (value, bad rows).
@@ -245,23 +275,27 @@ def run_phases(
     `given` replaces the sums of the totals and the adjoints phases (rows of sums over the
     whole batch, see `phase_sums`): those phases do not run, and this batch is one chunk.
     """
-    previous = [_NO_PARTS if g is None else g for g in given]
+    p0, p1 = given
+    previous = [_NO_PARTS if p0 is None else p0, _NO_PARTS if p1 is None else p1]
+    parallel = threads > 1 and blocks >= 2
     result: tuple[float, float, float] = (0.0, 0.0, 1.0)
     parts = _NO_PARTS
-    for k, (suffix, width, per_class, always) in enumerate(module.PHASES[entry]):
-        if not (always or weighted_mean) or (
-            suffix in _EARLIER and given[_EARLIER[suffix]] is not None
-        ):
+    for phase in phases:
+        if phase.earlier is not None and given[phase.earlier] is not None:
             continue
-        # Per-class totals take one column per position of the axis.
-        columns = width + per_class * axis_len
-        result, parts = _run_phase(
-            module, entry, k, suffix, columns, head, tail, blocks, threads, previous
-        )
-        if suffix in _EARLIER:
-            previous[_EARLIER[suffix]] = parts
+        parts = np.empty((blocks, phase.columns))
+        args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
+        if parallel:
+            result = _run_threaded(phase, args, len(head), blocks, threads)
+        else:
+            try:
+                result = phase.fn(*args)
+            except Exception as exc:
+                _reraise(exc, phase.file, phase.name)
+        if phase.earlier is not None:
+            previous[phase.earlier] = parts
     total, bad, scale = result
-    if threads > 1 and blocks >= 2:
+    if parallel:
         # Same order as the kernel's own loop over its blocks (a serial run): same bits.
         total, bad = 0.0, 0.0
         for v, b in parts.tolist():
@@ -283,13 +317,16 @@ def phase_sums(
 ) -> np.ndarray:
     """One earlier phase ("_pre": totals and weight sum, "_adj": adjoints, given the `totals`
     row) over `blocks` blocks: its block sums added in block order, one float64 row."""
-    k, (_, width, per_class, _) = next(
-        (k, p) for k, p in enumerate(module.PHASES[entry]) if p[0] == suffix
-    )
+    k = next(k for k, p in enumerate(module.PHASES[entry]) if p[0] == suffix)
+    phase = _phase(module, entry, k, axis_len)
     previous = [_NO_PARTS if totals is None else totals, _NO_PARTS]
-    columns = width + per_class * axis_len
-    _, parts = _run_phase(module, entry, k, suffix, columns, head, tail, blocks, threads, previous)
-    row = np.zeros(columns)
+    parts = np.empty((blocks, phase.columns))
+    args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
+    if threads > 1 and blocks >= 2:
+        _run_threaded(phase, args, len(head), blocks, threads)
+    else:
+        _run_serial(phase, args)
+    row = np.zeros(phase.columns)
     for b in range(blocks):  # in block order, as the kernels add them
         row += parts[b]
     return row
@@ -299,31 +336,22 @@ def phase_sums(
 _EARLIER = {"_pre": 0, "_adj": 1}
 
 
-def _run_phase(
-    module: ModuleType,
-    entry: str,
-    k: int,
-    suffix: str,
-    columns: int,
-    head: tuple[Any, ...],
-    tail: tuple[Any, ...],
-    blocks: int,
-    threads: int,
-    previous: list[np.ndarray],
-) -> tuple[tuple[float, float, float], np.ndarray]:
-    parts = workspace((module.__name__, entry, k), (blocks, columns))
-    args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
-    if threads <= 1 or blocks < 2:
-        return run_kernel(module, entry + suffix, args), parts
-    return _run_threaded(module, entry + suffix, args, len(head), blocks, threads), parts
+def _run_serial(phase: Phase, args: tuple[Any, ...]) -> tuple[float, float, float]:
+    try:
+        return phase.fn(*args)  # type: ignore[no-any-return]
+    except Exception as exc:
+        _reraise(exc, phase.file, phase.name)
 
 
 def _run_threaded(
-    module: ModuleType, name: str, args: tuple[Any, ...], at: int, blocks: int, threads: int
+    phase: Phase, args: tuple[Any, ...], at: int, blocks: int, threads: int
 ) -> tuple[float, float, float]:
     before, after = args[:at], args[at + 2 :]
 
     def kernel(lo: int, hi: int) -> Any:
-        return run_kernel(module, name, (*before, lo, hi, *after))
+        try:
+            return phase.fn(*before, lo, hi, *after)
+        except Exception as exc:
+            _reraise(exc, phase.file, phase.name)
 
     return workers.run(kernel, blocks, threads)  # type: ignore[no-any-return]

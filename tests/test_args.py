@@ -311,3 +311,30 @@ def test_out_aliasing_part_of_an_input() -> None:
     _, expected = _mse_reference(pred, target)
     mse.grad(pred, target, out=buffer[3:8])
     assert_close(buffer[3:8], expected)
+
+
+def test_repeated_weighted_calls_check_each_calls_weights() -> None:
+    # Issue 12: calls with sample weights reuse their validation too (calls.plan_key); the
+    # weights' values, the one check on data, are checked on every call (1e38 sums past the
+    # float32 range: finite weights all the same). Closed form of the summed squared error:
+    # gradient 2 w (x - t), Hessian 2 w.
+    mse = lossdsl.Loss(lossdsl.get("mse").definition)
+    x = np.linspace(-1.0, 1.0, 6, dtype=np.float32)
+    t = np.linspace(0.5, -0.5, 6, dtype=np.float32)
+    g, h = np.empty_like(x), np.empty_like(x)
+    for w in (np.arange(6.0), np.arange(6.0)[::-1].copy(), np.full(6, 1e38), np.array(2.0)):
+        for _ in range(2):  # the second call takes the validated-call path
+            mse.grad_hess(x, t, sample_weight=w, out=(g, h))
+            w32 = np.broadcast_to(w, 6).astype(np.float32)
+            assert_close(g, 2 * w32 * (x - t))
+            assert_close(h, 2 * w32)
+    for bad in (np.nan, np.inf):
+        w = np.arange(6.0)
+        w[3] = bad
+        with pytest.raises(SpecDomainError, match="NaN or infinite"):
+            mse.grad_hess(x, t, sample_weight=w, out=(g, h))
+    w = np.ones(6, np.float32)
+    for _ in range(2):  # out= over the weights: the kernel reads a copy of them
+        w[:] = 2.0
+        mse.grad(x, t, sample_weight=w, reduction="sum", out=w)
+        assert_close(w, 4 * (x - t))

@@ -104,20 +104,18 @@ class Booster:
         self.max_delta_step = float(max_delta_step)
         self.loss_params = params
         self._score, self._label = _score_and_label(self.loss)
+        # Whether the raw score has the spec's class axis (one score per class).
+        self.multiclass: bool = self._score.axis is not None
         # Arrays reused from round to round, by role, shape and dtype.
         self._buffers: dict[Any, Any] = {}
         self._cuda: Loss | None = None
         if hessian == "fisher":
             _check_fisher(self.loss, self._label)
+        self._fixed_rule = _rule(hessian, self.name, self.hess_floor)
 
     @property
     def name(self) -> str:
         return self.loss.name
-
-    @property
-    def multiclass(self) -> bool:
-        """Whether the raw score has the spec's class axis (one score per class)."""
-        return self._score.axis is not None
 
     def __getstate__(self) -> dict[str, Any]:
         # Scratch buffers stay behind; the Loss pickles by definition (kernels from the cache).
@@ -131,26 +129,34 @@ class Booster:
         The arrays returned are reused by the next call with the same shape and dtype (the
         libraries copy them at once).
         """
-        loss = self._on_cuda() if _on_device(score) else self.loss
-        label = self.labels(label, score)
-        weight = _weights(weight, score, self.multiclass)
-        if loss.target == "cuda":
+        label = _cast_labels(label, score, self._label, self.multiclass)
+        if weight is not None:
+            weight = _weights(weight, score, self.multiclass)
+        if _on_device(score):
             # Labels and weights come from the library on the host: moved once per call.
             if weight is not None:
                 weight = _to_device(weight)
             label = _to_device(label)
-            grad, hess = loss.grad_hess(score, label, sample_weight=weight, **self.loss_params)
+            grad, hess = self._on_cuda().grad_hess(
+                score, label, sample_weight=weight, **self.loss_params
+            )
         else:
             score = np.ascontiguousarray(score)
-            out = (self.scratch("grad", score), self.scratch("hess", score))
-            grad, hess = loss.grad_hess(
+            key = (score.shape, score.dtype)
+            out = self._buffers.get(key)
+            if out is None:
+                out = self._buffers[key] = (np.empty_like(score), np.empty_like(score))
+            grad, hess = self.loss.grad_hess(
                 score, label, sample_weight=weight, out=out, **self.loss_params
             )
-        return self._policy(grad, hess, score, weight)
+        rule = self._fixed_rule
+        if rule is None:  # the spec's own derivatives (every `exact` objective)
+            return grad, hess
+        return self._policy(rule, grad, hess, score, weight)
 
     def scratch(self, role: str, like: np.ndarray) -> np.ndarray:
         """An array shaped and typed like `like`, kept for `role` and reused every round."""
-        key = (role, like.shape, like.dtype.str)
+        key = (role, like.shape, like.dtype)
         a = self._buffers.get(key)
         if a is None:
             a = self._buffers[key] = np.empty_like(like)
@@ -166,8 +172,9 @@ class Booster:
         """The library's float labels as the spec's label input needs them."""
         return _cast_labels(label, score, self._label, self.multiclass)
 
-    def _policy(self, grad: Any, hess: Any, score: Any, weight: Any) -> tuple[Any, Any]:
-        rule = self._rule(score)
+    def _policy(
+        self, rule: _Rule, grad: Any, hess: Any, score: Any, weight: Any
+    ) -> tuple[Any, Any]:
         if rule.scale != 1.0:
             grad *= rule.scale
         factor = rule.scale * rule.hess
@@ -186,13 +193,6 @@ class Booster:
             floor = rule.floor if weight is None else rule.floor * weight
             np.maximum(hess, floor, out=hess)
         return grad, hess
-
-    def _rule(self, score: Any) -> _Rule:
-        if self.hessian == "clip":
-            return _Rule(floor=self.hess_floor)
-        if self.hessian in _LIBRARY:
-            return _LIBRARY[self.hessian].get(self.name, _Rule())
-        return _Rule()
 
     def _fisher(self, score: np.ndarray, weight: Any) -> np.ndarray:
         # The Hessian at label = E[label | score]: the expected Hessian of a loss linear in
@@ -243,6 +243,16 @@ class Booster:
 # -- binding ---------------------------------------------------------------------------------
 
 
+def _rule(hessian: str, name: str, hess_floor: float) -> _Rule | None:
+    """The policy's rule for this loss; None where it keeps the exact derivatives."""
+    if hessian == "clip":
+        return _Rule(floor=hess_floor)
+    if hessian == "fisher":
+        return _Rule()
+    rule = _LIBRARY.get(hessian, {}).get(name)
+    return None if rule is None or rule == _Rule() else rule
+
+
 def _score_and_label(loss: Loss) -> tuple[Any, Any]:
     inputs = loss.definition.inputs
     if len(loss.wrt) != 1 or len(inputs) != 2:
@@ -281,6 +291,8 @@ def _check_fisher(loss: Loss, label: Any) -> None:
 
 
 def _cast_labels(label: Any, score: Any, spec: Any, multiclass: bool) -> Any:
+    if type(label) is np.ndarray and spec.kind != "int" and label.shape == score.shape:
+        return label  # real labels shaped as the scores: nothing to cast
     if _on_device(label):
         if spec.kind == "int" and np.dtype(label.dtype).kind == "f":
             host = label.copy_to_host() if hasattr(label, "copy_to_host") else label.get()
@@ -324,6 +336,8 @@ def _weights(weight: Any, score: Any, multiclass: bool) -> Any:
 
 def _on_device(a: Any) -> bool:
     """CuPy, PyTorch CUDA and Numba device arrays (and the simulator's stand-ins)."""
+    if type(a) is np.ndarray:
+        return False
     return hasattr(a, "__cuda_array_interface__") or bool(getattr(a, "__cuda_ndarray__", False))
 
 
