@@ -191,9 +191,7 @@ class _Module:
         for q, r in zip(adjoints, results, strict=True):
             term = f"xp.broadcast_to({self.expr(r)}, {'_shape' if q.along else '_sshape'})"
             names.append(self.name(q.symbol))
-            body.append(
-                f"    {names[-1]} = _batch_sum(xp, {term}, _w != 0)"
-            )
+            body.append(f"    {names[-1]} = _batch_sum(xp, {term}, _w != 0)")
         body.append(f"    return ({''.join(n + ', ' for n in names)})")
         return f"\n\ndef adjoints_{mode}({signature}):\n" + "\n".join(body) + "\n"
 
