@@ -174,6 +174,35 @@ def test_zero_distance_hessian_is_finite() -> None:
     assert np.all(np.isfinite(np.asarray(h)))
 
 
+def _column_sums(jaxpr: Any) -> list[tuple[int, ...]]:
+    """Shapes of (n, 1) operands that a reduce_sum sums over the first axis only (keeping the
+    unit axis), in sub-jaxprs too."""
+    found = []
+    for eqn in jaxpr.eqns:
+        shape = tuple(eqn.invars[0].aval.shape) if eqn.invars else ()
+        column = len(shape) == 2 and shape[0] > 1 and shape[1] == 1
+        if eqn.primitive.name == "reduce_sum" and column and tuple(eqn.params["axes"]) == (0,):
+            found.append(shape)
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                found += _column_sums(inner)
+    return found
+
+
+@pytest.mark.parametrize("spec", ["dice", "huber"])
+def test_batch_sums_reduce_vectors(spec: str) -> None:
+    # XLA's CPU backend sums an (n, 1) column over its first axis alone an element at a time
+    # (Dice at 1e6 went 8.4 ms -> 0.7 ms under jit when its totals summed vectors).
+    fn = loss_fn(spec)
+    p = jnp.linspace(0.1, 0.9, 64)
+    t = jnp.asarray(np.random.default_rng(4).uniform(size=64) > 0.5, p.dtype)
+    sw = jnp.linspace(0.0, 2.0, 64)
+    for kw in ({}, {"sample_weight": sw}):
+        step = jax.value_and_grad(lambda a, kw=kw: fn(a, t, **kw))
+        assert _column_sums(jax.make_jaxpr(step)(p).jaxpr) == []
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
 def test_low_precision(dtype: str) -> None:
     kind = getattr(jnp, dtype)

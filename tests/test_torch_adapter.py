@@ -94,6 +94,20 @@ def test_class_weights_and_sample_weights() -> None:
     assert_close(g.numpy(), (2 * sw * (p - t)).detach().numpy())
 
 
+def test_repeated_backward_accumulates_unshared_gradients() -> None:
+    # A unit cotangent hands back the saved fused gradient itself: autograd must copy it while
+    # the retained graph still holds it, or accumulating into p.grad would change it there.
+    p = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(7, dtype=torch.float64)
+    (ref,) = torch.autograd.grad(torch.nn.functional.huber_loss(p, t, delta=0.5), p)
+    loss = lt.loss_fn("huber")(p, t, delta=0.5)
+    loss.backward(retain_graph=True)
+    loss.backward(retain_graph=True)
+    (2.0 * loss).backward()
+    assert p.grad is not None
+    assert_close(p.grad.numpy(), 4 * ref.numpy())
+
+
 def test_gradcheck_and_double_backward() -> None:
     gen = torch.Generator().manual_seed(0)
     p = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)

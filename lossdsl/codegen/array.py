@@ -204,9 +204,7 @@ class _Module:
         for q, r in zip(adjoints, results, strict=True):
             term = f"xp.broadcast_to({self.expr(r)}, {'_shape' if q.along else '_sshape'})"
             names.append(self.name(q.symbol))
-            body.append(
-                f"    {names[-1]} = xp.sum(xp.where(_w != 0, {term}, 0.0), axis=0, keepdims=True)"
-            )
+            body.append(f"    {names[-1]} = _batch_sum(xp, {term}, _w != 0)")
         body.append(f"    return ({''.join(n + ', ' for n in names)})")
         return f"\n\ndef adjoints_{mode}({signature}):\n" + "\n".join(body) + "\n"
 
@@ -277,7 +275,7 @@ class _Module:
                 # Frequency weights: the summand already holds the weight `_w` (a sample counts
                 # w times), and a zero weight drops the sample (NaN included).
                 term = f"xp.broadcast_to({e}, {shape})"
-                rhs = f"xp.sum(xp.where(_w != 0, {term}, 0.0), axis=0, keepdims=True)"
+                rhs = f"_batch_sum(xp, {term}, _w != 0)"
             else:  # adjoints are arguments (or held at zero by the caller)
                 continue
             lines.append(f"    {name} = {rhs}")

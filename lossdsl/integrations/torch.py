@@ -299,8 +299,10 @@ class _Ops:
         ctx.save_for_backward(*saved)
         ctx.layout = (len(tensors), len(arrays), len(output) - 1, weight is not None)
         ctx.scalars, ctx.reduction = scalars, reduction
-        # The fused gradients are a cache for backward, not outputs anyone differentiates.
+        # The fused gradients are a cache for backward, not outputs anyone differentiates (and
+        # no batch of zeros is made as their incoming gradient).
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
 
     def _backward(self, ctx: Any, grads: list[Tensor | None]) -> tuple[Any, ...]:
         n_in, n_arr, n_grad, weighted = ctx.layout
@@ -324,6 +326,10 @@ class _Ops:
 
     def _scale(self, cot: Tensor, grad: Tensor, k: int) -> Tensor:
         """cotangent x saved gradient: a scalar for mean/sum, per sample for 'none'."""
+        if _unit(cot):
+            # `loss.backward()`: the saved gradient is the answer; scaling it by 1 would write
+            # a fresh copy of every gradient (autograd copies it itself if it is still shared).
+            return grad
         if cot.dim() and self.along[k]:
             return cot.unsqueeze(-1) * grad
         return cot * grad
@@ -386,6 +392,16 @@ def _cuda_array(t: Tensor, integer: bool) -> Tensor:
 def _to_torch(x: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
     t = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
     return t.to(device=device, dtype=dtype)
+
+
+def _unit(cot: Tensor) -> bool:
+    """Whether `cot` is the scalar 1, read only where that costs no sync or graph break: a
+    plain CPU tensor (not a fake or functional one of a trace) outside torch.compile."""
+    if type(cot) is not Tensor or cot.dim() or cot.device.type != "cpu":
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return bool(cot.item() == 1.0)
 
 
 def _as_list(x: Any) -> list[Any]:
