@@ -157,6 +157,7 @@ class _Lowerer:
         if fn == "div":
             return args[0] / args[1]
         if fn == "pow":
+            limits.check_power(e, args[0], args[1])
             # A parameter exponent gets a derivative that is finite at a zero base (P.SafePow).
             return P.SafePow(args[0], args[1])
         if fn == "neg":
