@@ -194,6 +194,8 @@ INPUT_MUTATIONS = (
 
 def _input_value(a: np.ndarray, rng: np.random.Generator, classes: int) -> tuple[str, Any]:
     kind = _pick(rng, INPUT_MUTATIONS)
+    if a.dtype.kind not in "biufc":  # an earlier mutation left no numbers to mutate (None)
+        return "none", None
     casts = {"float16": np.float16, "complex": np.complex128, "object": object, "str": str,
              "bool": bool, "int": np.int64, "longdouble": np.longdouble}  # fmt: skip
     if kind in casts:
