@@ -230,7 +230,7 @@ def _mutate(case: Case, rng: np.random.Generator, loss: Any, classes: int) -> No
     defn = loss.definition
     kind = _pick(rng, ["input", "input", "param", "param", "reduction", "sample_weight", "out",
                        "extra", "missing", "unknown", "twice"])  # fmt: skip
-    if kind == "input":
+    if kind == "input" and case.inputs:
         name = _pick(rng, list(case.inputs))
         what, case.inputs[name] = _input_value(np.asarray(case.inputs[name]), rng, classes)
         kind = f"input-{what}:{name}"
@@ -262,13 +262,13 @@ def _mutate(case: Case, rng: np.random.Generator, loss: Any, classes: int) -> No
         case.out = _pick(rng, [np.empty(3), np.empty_like(first, np.float16), _readonly(first),
                                _strided(np.empty_like(first)), first.tolist(), (first, first),
                                np.empty_like(first, ">f8"), "out"])  # fmt: skip
-    elif kind == "extra":
+    elif kind == "extra" and case.inputs:
         case.extra.append(np.asarray(next(iter(case.inputs.values()))))
-    elif kind == "missing":
+    elif kind == "missing" and case.inputs:
         case.inputs.pop(_pick(rng, list(case.inputs)))
     elif kind == "unknown":
         case.kw[_pick(rng, ["sigma", "deltaa", "out", "weights", "target", "dtype"])] = 1.0
-    elif kind == "twice":
+    elif kind == "twice" and case.inputs:
         name = _pick(rng, list(case.inputs))
         case.kw[name] = case.inputs[name]
     else:
