@@ -131,7 +131,13 @@ def user_name(name: str) -> str:
 
 def literal(value: Any, dtype: str) -> str:
     """A float literal of the kernel dtype."""
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an exact integer past float64 that simplification made late
+        raise UnsupportedError(
+            f"a constant of the generated kernel ({str(value)[:20]}...) overflows a float64",
+            hint="rescale the constants of the loss (they must stay below 1.8e308)",
+        ) from None
     if v != v:
         text = "np.nan"
     elif v in (float("inf"), float("-inf")):
