@@ -427,7 +427,8 @@ class Budget:
 
 def constant_value(value: sp.Expr, span: Span | None, source: str | None) -> sp.Expr:
     """A function of constants as a float, checked: `log(0)`, `sqrt(-1)` or `exp(exp(exp(9)))`
-    are errors here, not towers of symbolic constants SymPy would later hang on."""
+    are errors here, not towers of symbolic constants SymPy would later hang on. Every function
+    and primitive evaluates at numbers, so no call of constants is left for the kernels."""
     import sympy as sp
 
     if value.has(sp.zoo, sp.nan, sp.I):
@@ -436,10 +437,6 @@ def constant_value(value: sp.Expr, span: Span | None, source: str | None) -> sp.
         number = value if value.is_Number else value.evalf(20)
     if number.is_Number and math.isfinite(_as_float(number)):
         return number
-    if not number.is_Number and not number.has(sp.zoo, sp.nan, sp.I, sp.oo, -sp.oo):
-        # One of our stable primitives (sigmoid(0.5)) has no evalf: its arguments are finite
-        # numbers, so it stays a call the kernel evaluates.
-        return value
     raise SpecShapeError(
         "this function of constants is undefined or infinite",
         span,

@@ -17,6 +17,7 @@ import sympy as sp
 from lossdsl import ir, limits
 from lossdsl import primitives as P
 from lossdsl.aggregates import Aggregates
+from lossdsl.errors import SpecShapeError
 from lossdsl.functions import AXIS_FUNCTIONS, FUNCTIONS, relation
 
 INDEX = sp.Symbol("_c", integer=True, nonnegative=True)
@@ -198,7 +199,15 @@ class _Lowerer:
         if callee.axis is not None:
             env[("axis", callee.axis)] = self.table.size
         inner = _Lowerer(self.table, env, self._varying, self.budget)
-        return inner.expr(callee.value)
+        try:
+            return inner.expr(callee.value)
+        except SpecShapeError as err:
+            # Undefined for these arguments (`bce(10, 10)`): the place to fix is the call here,
+            # not the line of the called loss's own file.
+            if err.span is None or e.span is None or err.span.file == e.span.file:
+                raise
+            message = f"{err.message}: `{callee.name}` at these arguments (its line {err.span})"
+            raise SpecShapeError(message, e.span, self.budget.source, err.hint) from None
 
 
 _RELATIONS = {

@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import sympy as sp
+from sympy.core.evalf import prec_to_dps
 from sympy.core.function import ArgumentIndexError
 
 # Derivation installs a check here (derive.py: its deadline). SymPy recurses through the
@@ -39,11 +40,31 @@ def _run_check() -> None:
 
 
 class Primitive(sp.Function):
-    """A function lossdsl owns; its derivative runs the installed check first."""
+    """A function lossdsl owns; its derivative runs the installed check first.
+
+    A call of numbers has a numeric value (`evalf`), from the exact elementary form each class
+    gives in `exact`: lowering folds it to a float or rejects it (`bce(10, 10)` is undefined,
+    not a silent NaN), and SymPy never expands a power of an unevaluated call into its real
+    and imaginary parts (`bce(1/2, 1/2)^308` took 25 s).
+    """
 
     def _eval_derivative(self, s: sp.Symbol) -> sp.Expr:
         _run_check()
         return super()._eval_derivative(s)
+
+    def exact(self) -> sp.Expr | None:
+        """The call as elementary SymPy functions of its arguments; None where it has none."""
+        return None
+
+    def _eval_evalf(self, prec: int) -> sp.Expr | None:
+        if not all(a.is_number for a in self.args):
+            return None
+        exact = self.exact()
+        if exact is None:
+            return None
+        value = exact.evalf(prec_to_dps(prec))
+        # A complex or infinite intermediate has no real value the kernels could compute.
+        return value if value.is_Number or value.is_real is not True else sp.nan
 
 
 class Where(Primitive):
@@ -74,6 +95,18 @@ class Where(Primitive):
         return fuzzy_all(self.args[1:], "is_real")
 
 
+def _reals(args: Any) -> list[sp.Expr]:
+    """The numeric arguments of a call as floats, NaN for any that has no real value."""
+    values = [a.evalf(30) for a in args]
+    return [v if v.is_Number or v.is_real is True else sp.nan for v in values]
+
+
+def _max_or_nan(extremum: type[sp.Max] | type[sp.Min], args: Any) -> sp.Expr:
+    """Max or Min of numeric arguments; NaN propagates (torch.maximum), SymPy would raise."""
+    values = _reals(args)
+    return sp.nan if sp.nan in values else extremum(*values)
+
+
 def fuzzy_all(args: Any, attr: str) -> bool | None:
     values = [getattr(a, attr) for a in args]
     if all(v is True for v in values):
@@ -99,6 +132,9 @@ class Sign(_Elementwise):
             return sp.sign(x)
         return None
 
+    def exact(self) -> sp.Expr:
+        return sp.sign(self.args[0])
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return sp.S.Zero
 
@@ -114,6 +150,9 @@ class Abs(_Elementwise):
             return x
         return None
 
+    def exact(self) -> sp.Expr:
+        return sp.Abs(self.args[0])
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return Sign(self.args[0])
 
@@ -123,6 +162,9 @@ class Abs(_Elementwise):
 
 class Sigmoid(_Elementwise):
     """1 / (1 + exp(-x)), printed in a form that never overflows."""
+
+    def exact(self) -> sp.Expr:
+        return 1 / (1 + sp.exp(-self.args[0]))
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         x = self.args[0]
@@ -136,6 +178,9 @@ class Sigmoid(_Elementwise):
 class Softplus(_Elementwise):
     """log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)): finite for every finite x."""
 
+    def exact(self) -> sp.Expr:
+        return sp.log(1 + sp.exp(self.args[0]))
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return Sigmoid(self.args[0])
 
@@ -145,6 +190,9 @@ class Softplus(_Elementwise):
 
 class LogSigmoid(_Elementwise):
     """log(sigmoid(x)) = -softplus(-x)."""
+
+    def exact(self) -> sp.Expr:
+        return -sp.log(1 + sp.exp(-self.args[0]))
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return Sigmoid(-self.args[0])
@@ -159,6 +207,9 @@ class Log1p(_Elementwise):
             return sp.S.Zero
         return None
 
+    def exact(self) -> sp.Expr:
+        return sp.log(1 + self.args[0])
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return 1 / (1 + self.args[0])
 
@@ -172,12 +223,18 @@ class Expm1(_Elementwise):
             return sp.S.Zero
         return None
 
+    def exact(self) -> sp.Expr:
+        return sp.exp(self.args[0]) - 1
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return sp.exp(self.args[0])
 
 
 class LogCosh(_Elementwise):
     """log(cosh(x)) = |x| + log1p(exp(-2|x|)) - log(2): no overflow of cosh."""
+
+    def exact(self) -> sp.Expr:
+        return sp.log(sp.cosh(self.args[0]))
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return sp.tanh(self.args[0])
@@ -191,6 +248,9 @@ class SafeSqrt(_Elementwise):
         if x.is_Number and x >= 0:
             return sp.sqrt(x)
         return None
+
+    def exact(self) -> sp.Expr:
+        return sp.sqrt(self.args[0])
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         x = self.args[0]
@@ -210,6 +270,10 @@ class Xlogy(Primitive):
         if x.is_zero:
             return sp.S.Zero
         return None
+
+    def exact(self) -> sp.Expr:
+        x, y = self.args
+        return sp.S.Zero if x.is_zero else x * sp.log(y)
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         x, y = self.args
@@ -237,6 +301,9 @@ class Maximum(Primitive):
             return sp.Max(a, b)
         return None
 
+    def exact(self) -> sp.Expr:
+        return _max_or_nan(sp.Max, self.args)
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         a, b = self.args
         if argindex == 2:
@@ -261,6 +328,9 @@ class Minimum(Primitive):
         if a.is_Number and b.is_Number:
             return sp.Min(a, b)
         return None
+
+    def exact(self) -> sp.Expr:
+        return _max_or_nan(sp.Min, self.args)
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         a, b = self.args
@@ -289,6 +359,10 @@ class NanOr(Primitive):
             return value
         return None
 
+    def exact(self) -> sp.Expr:
+        value, witness = _reals(self.args)
+        return sp.nan if witness is sp.nan else value
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         if argindex == 1:
             return sp.S.One
@@ -312,6 +386,9 @@ class Grouped(_Elementwise):
     kernels round as frameworks that evaluate in written order do.
     """
 
+    def exact(self) -> sp.Expr:
+        return self.args[0]
+
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return sp.S.One
 
@@ -328,6 +405,9 @@ class StopGradient(_Elementwise):
         if x.is_Number:
             return x
         return None
+
+    def exact(self) -> sp.Expr:
+        return self.args[0]
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         return sp.S.Zero
@@ -347,6 +427,16 @@ class BinaryCrossEntropy(Primitive):
     """
 
     nargs = 3
+
+    def exact(self) -> sp.Expr:
+        p, t, floor = _reals(self.args)
+
+        def clamped_log(x: sp.Expr) -> sp.Expr:  # torch: log(0) = -inf, clamped to the floor
+            return floor if x.is_zero else _max_or_nan(sp.Max, [sp.log(x), floor])
+
+        if sp.nan in (p, t, floor):
+            return sp.nan
+        return -(t * clamped_log(p) + (1 - t) * clamped_log(1 - p))
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         p, t, floor = self.args
@@ -379,6 +469,9 @@ class SafePow(Primitive):
         if g.is_Number:
             return x**g
         return None
+
+    def exact(self) -> sp.Expr:
+        return self.args[0] ** self.args[1]
 
     def fdiff(self, argindex: int = 1) -> sp.Expr:
         x, g = self.args

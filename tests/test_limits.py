@@ -6,8 +6,10 @@ replayed by test_fuzz_text.py; these tests check where the errors point and what
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import lossdsl
@@ -145,3 +147,49 @@ def test_constants_are_folded_with_their_place() -> None:
     assert isinstance(err, SpecShapeError)
     assert err.span is not None
     assert (err.span.line, err.span.column) == (3, 16)
+
+
+@pytest.mark.parametrize(
+    "call", ["sqrt(-1)", "log1p(-3)", "xlogy(1, 0)", "bce(10, 10)", "max(sqrt(-2), 1)"]
+)
+def test_primitive_of_constants_outside_its_domain_is_located(call: str) -> None:
+    # These compiled to a kernel that returned NaN for every sample.
+    loss = lossdsl.compile(f"loss f(x):\n    return x + {call}\n")
+    with pytest.raises(SpecShapeError) as info:
+        loss.source()
+    assert info.value.span is not None
+    span = info.value.span
+    assert span.line == 2
+    assert 16 <= span.column < 16 + len(call), "a call in this spec"
+
+
+def _torch_bce(p: float, t: float) -> float:
+    def clamped(v: float) -> float:  # torch clamps each log at -100
+        return max(math.log(v), -100.0) if v > 0 else -100.0
+
+    return -(t * clamped(p) + (1 - t) * clamped(1 - p))
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        ("sigmoid(0.5)", 1 / (1 + math.exp(-0.5))),
+        ("softplus(3)", math.log1p(math.exp(3))),
+        ("softplus(-800)", 0.0),
+        ("log_sigmoid(-2)", -math.log1p(math.exp(2))),
+        ("logcosh(1000)", 1000 - math.log(2)),
+        ("expm1(1e-10)", math.expm1(1e-10)),
+        ("bce(0.25, 1)", _torch_bce(0.25, 1)),
+        ("bce(0, 1)", _torch_bce(0, 1)),
+        ("bce(1, 1)", _torch_bce(1, 1)),
+        ("xlogy(0, 0)", 0.0),
+        ("max(softplus(1), 1.2)", math.log1p(math.e)),
+        ("bce(0.5, 0.5)^308", math.log(2) ** 308),
+    ],
+)
+def test_primitive_of_constants_is_folded_to_its_value(call: str, expected: float) -> None:
+    # Folded while lowering (exactly: the power of the float log(2) is 308 roundings off), where
+    # `bce(0.5, 0.5)^308` once spent 9 s expanding the power of a call.
+    loss = lossdsl.compile(f"loss f(x):\n    return x + {call}\n")
+    value = loss(np.zeros(2), reduction="none")
+    np.testing.assert_allclose(value, [expected, expected], rtol=1e-13, atol=1e-300)
