@@ -228,13 +228,22 @@ class _Eval:
 
     def zero(self, t: Tree) -> bool:
         """Whether `t` is zero by an identity lossdsl's simplification applies whatever the
-        inputs hold, NaN included: `x - x`, a product with such a factor, a zero over anything."""
+        inputs hold, NaN included: `x - x`, a product with such a factor, a zero over anything,
+        a function that is 0 at 0 of such a term."""
         if t[0] == "let":
             return self.zero(self.lets[t[1]])
         if t[0] == "num":
             return bool(t[1] == 0)
         if t[0] == "neg":
             return self.zero(t[1])
+        if t[0] == "fn" and t[1] in _ZERO_AT_ZERO:  # tanh(x - x) is tanh(0), 0
+            return self.zero(t[2])
+        if t[0] == "fn" and t[1] in _ZERO_IF_ALL_ZERO:
+            return all(self.zero(a) for a in t[2:])
+        if t[0] == "fn" and t[1] == "where":
+            return self.zero(t[3]) and self.zero(t[4])
+        if t[0] == "ax" and t[1] in ("sum", "mean", "max", "min", "norm"):
+            return self.zero(t[2])
         if t[0] != "bin":
             return False
         if t[1] == "-":
@@ -278,6 +287,26 @@ class _Eval:
         inner.env["in:a"], inner.env["in:b"] = self.ev(t[1][0]), self.ev(t[1][1])
         inner.env["par:s"] = self.ev(t[2]["s"]) if "s" in t[2] else self.const(1.0)
         return inner.ev(helper["value"])
+
+
+# Functions lossdsl folds to 0 at a zero (first) argument, and those at all-zero arguments.
+_ZERO_AT_ZERO = frozenset(
+    [
+        "abs",
+        "sign",
+        "sqrt",
+        "square",
+        "expm1",
+        "log1p",
+        "tanh",
+        "sinh",
+        "sin",
+        "relu",
+        "stop_gradient",
+        "xlogy",
+    ]
+)
+_ZERO_IF_ALL_ZERO = frozenset(("min", "max", "clip"))
 
 
 def _pow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
