@@ -310,9 +310,9 @@ def _compare_cuda(case: dict[str, Any], definition: Any, data: Data) -> None:
 
 def _nan_rows(case: dict[str, Any], data: Data) -> int | slice | None:
     """The derivative rows whose NaN convention is the framework's choice: the NaN sample's,
-    and every row once a batch total carries the NaN to all samples (README: "Numerical
-    conventions"; values are still compared everywhere)."""
-    if data.nan_sample is not None and has_total(case):
+    and every row once a batch total or a weighted mean's weight sum carries the NaN to all
+    samples (README: "Numerical conventions"; values are still compared everywhere)."""
+    if data.nan_sample is not None and (has_total(case) or case["loss"]["weight"] is not None):
         return slice(None)
     return data.nan_sample
 

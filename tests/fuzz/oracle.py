@@ -212,6 +212,9 @@ class _Eval:
             return torch.logical_or(self.ev(t[1]), self.ev(t[2]))
         if op == "not":
             return torch.logical_not(self.ev(t[1]))
+        if op == "ax" and t[1] in ("sum", "mean") and self.softmax(t[2]):
+            # README: the row sum of a softmax is 1, exactly, even for NaN
+            return self.const(1.0 if t[1] == "sum" else 1.0 / self.case["call"]["classes"])
         if op == "ax":
             return _axis(t[1], self.rows(self.ev(t[2])))
         if op == "gather":
@@ -253,6 +256,14 @@ class _Eval:
         if t[1] == "/":
             return self.zero(t[2])
         return t[1] == "+" and self.zero(t[2]) and self.zero(t[3])
+
+    def softmax(self, t: Tree) -> bool:
+        """Whether `t` is a softmax along the axis, written out or as exp(log_softmax)."""
+        full = self.expand(t)
+        return bool(
+            full[:2] == ["ax", "softmax"]
+            or (full[:2] == ["fn", "exp"] and full[2][:2] == ["ax", "log_softmax"])
+        )
 
     def same(self, a: Tree, b: Tree) -> bool:
         """Whether two trees are one expression once locals are written out."""
