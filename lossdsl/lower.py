@@ -170,7 +170,7 @@ class _Lowerer:
         if fn == "or":
             return sp.Or(args[0], args[1])
         if fn == "not":
-            return sp.Not(args[0])
+            return _negation(args[0])
         out = FUNCTIONS[fn].build(self, *args)
         if e.kind != "bool" and all(a.is_Number for a in args):
             out = limits.constant_value(out, e.span, self.budget.source)
@@ -208,6 +208,15 @@ class _Lowerer:
                 raise
             message = f"{err.message}: `{callee.name}` at these arguments (its line {err.span})"
             raise SpecShapeError(message, e.span, self.budget.source, err.hint) from None
+
+
+def _negation(cond: sp.Expr) -> sp.Expr:
+    """`not cond`. SymPy turns `not (a > b)` into `a <= b`, which is false where an operand is
+    NaN and `not` must be true (IEEE, NumPy, PyTorch); comparing a select of the ordered
+    comparison with 0 keeps the negation exact. `==` and `!=` are each other's exact negation."""
+    if isinstance(cond, sp.core.relational.Relational) and not isinstance(cond, (sp.Eq, sp.Ne)):
+        return sp.Eq(P.Where(cond, sp.S.One, sp.S.Zero), 0)
+    return sp.Not(cond)
 
 
 _RELATIONS = {

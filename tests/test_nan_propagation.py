@@ -82,3 +82,28 @@ def test_clip_with_an_infinite_bound_keeps_nan() -> None:
     (ref_grad,) = torch.autograd.grad(ref.sum(), t)
     assert_close(value, ref.detach().numpy())  # NaN where torch has NaN
     assert_close(grad, ref_grad.numpy())
+
+
+@pytest.mark.parametrize("mode", ["sync", "never"])
+def test_not_of_a_comparison_is_true_for_nan(mode: str) -> None:
+    """tests/regressions/miscompile-not-of-comparison-nan.loss: `not (x > y)` is true where x
+    or y is NaN, as `~(x > y)` in NumPy and PyTorch, in the fused kernels and the NumPy path."""
+    torch = pytest.importorskip("torch")
+    spec = lossdsl.load(REGRESSIONS / "miscompile-not-of-comparison-nan.loss")
+    loss = lossdsl.Loss(spec.definition, compile_mode=mode)
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 1, 8), rng.uniform(0, 1, 8)
+    x[0], y[1], x[2], y[2] = np.nan, np.nan, 0.5, 0.5  # NaN either side, and ties
+    value, (gx, gy) = loss.value_and_grad(x, y, reduction="none")
+    tx, ty = (torch.tensor(v, requires_grad=True) for v in (x, y))
+    one, zero = torch.ones(()), torch.zeros(())
+    ref = (
+        torch.where(~(tx > ty), tx * ty, 2 * tx)
+        + torch.where(~(tx >= 0.5), tx, zero)
+        + torch.where(~(ty < tx), ty, one)
+        + torch.where(~(ty <= 0.5), 3 * ty, zero)
+    )
+    rx, ry = torch.autograd.grad(ref.sum(), (tx, ty))
+    assert_close(value, ref.detach().numpy())  # NaN where torch has NaN
+    assert_close(gx[2:], rx[2:].numpy())  # the NaN samples' gradients are conventions
+    assert_close(gy[2:], ry[2:].numpy())
