@@ -200,6 +200,8 @@ class _Eval:
             return -self.ev(t[1])
         if self.zero(t):
             return self.const(0.0)  # README: identities are exact, x - x is 0 even for NaN
+        if op == "bin" and t[1] == "/" and self.same(t[2], t[3]):
+            return self.const(1.0)  # README: x / x is 1, even for NaN or 0
         if op == "bin":
             return _BIN[t[1]](self.ev(t[2]), self.ev(t[3]))
         if op == "cmp" and self.same(t[2], t[3]):
