@@ -63,8 +63,9 @@ class Primitive(sp.Function):
         if exact is None:
             return None
         value = exact.evalf(prec_to_dps(prec))
-        # A complex or infinite intermediate has no real value the kernels could compute.
-        return value if value.is_Number or value.is_real is not True else sp.nan
+        # A complex value (log of a negative) is none the kernels could compute: NaN, which
+        # lowering rejects with the call's place, as it does an infinite one.
+        return value if value.is_Number else sp.nan
 
 
 class Where(Primitive):
@@ -98,7 +99,7 @@ class Where(Primitive):
 def _reals(args: Any) -> list[sp.Expr]:
     """The numeric arguments of a call as floats, NaN for any that has no real value."""
     values = [a.evalf(30) for a in args]
-    return [v if v.is_Number or v.is_real is True else sp.nan for v in values]
+    return [v if v.is_Number else sp.nan for v in values]
 
 
 def _max_or_nan(extremum: type[sp.Max] | type[sp.Min], args: Any) -> sp.Expr:
