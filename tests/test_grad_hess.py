@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -165,3 +166,21 @@ def test_grad_hess_refuses_where_there_is_no_hessian() -> None:
     assert not _has_hessian(loss, (z, t))
     with pytest.raises(DerivationError, match="Hessian diagonal through a per-class total"):
         loss.grad_hess(z, t, sample_weight=np.ones(5))
+
+
+def test_element_loop_loads_the_sample_inputs_it_reads() -> None:
+    """tests/regressions/miscompile-grad-hess-element-reads-sample-input.loss: a per-class
+    derivative that compares with a per-sample input nothing else reads; against the closed
+    form d/dx0 = 2 x0 or 1, d2/dx0^2 = 2 or 0."""
+    path = (
+        Path(__file__).parent
+        / "regressions"
+        / "miscompile-grad-hess-element-reads-sample-input.loss"
+    )
+    loss = lossdsl.load(path)
+    rng = np.random.default_rng(9)
+    x0, x1, x2 = rng.normal(size=(6, 4)), rng.normal(size=6), rng.normal(size=(6, 4))
+    grad, hess = loss.grad_hess(x0, x1, x2)
+    above = x2 > x1[:, None]
+    assert_close(grad, np.where(above, 2 * x0, 1.0))
+    assert_close(hess, np.where(above, 2.0, 0.0))

@@ -941,10 +941,10 @@ class _Kernel:
         element = [(a, _reread(e, reread, em.maxima)) for a, e, along in outs if along]
         defs, hoisted = em.hoist([e for _, e in element])
         targets = scalar + [(em.name(s), e) for s, e in defs]
-        lines = self._sample(targets, indent, done) if targets else []
-        # A row aggregate can stay a bare factor of an element expression (q * [c == label]);
-        # hoisting leaves it there, so compute any such aggregate the loop reads directly.
-        lines += em.row_block(hoisted, indent, done)
+        # The element loop reads sample inputs and row aggregates directly too (`x2 > x1`, a
+        # bare factor q * [c == label]): hoisting leaves them there, and a kernel that computes
+        # no value (grad_hess) has loaded nothing else before.
+        lines = self._sample(targets, indent, done, hoisted)
         if element:
             inner = indent + "    "
             lines.append(f"{indent}for _c in range(_nc):")

@@ -533,9 +533,8 @@ class _Kernel:
         element = [(a, e) for a, e, along in outs if along]
         defs, hoisted = em.hoist([e for _, e in element])
         temps = [(em.claim(f"_d{j}", "derivative"), e) for j, (_, e) in enumerate(scalar)]
-        lines = self._sample(temps + [(em.name(s), e) for s, e in defs], done)
-        # Hoisting can leave a row aggregate as a bare factor of an element expression.
-        lines += em.row_block(hoisted, "        ", done)
+        # The element loop reads sample inputs and row aggregates directly too (see cpu.py).
+        lines = self._sample(temps + [(em.name(s), e) for s, e in defs], done, hoisted)
         zero = em.lit(0)
         if scalar:
             lines.append("        if _own:")
