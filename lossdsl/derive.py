@@ -189,7 +189,13 @@ class _Differ:
     def _jacobian(self, q: Quantity, x: sp.Symbol, full: bool) -> sp.Expr:
         if q.op == "total":
             # T is held fixed in the gradient (its effect is carried by Tbar), not in the Hessian.
-            return self.d(q.expr, x, full=False) if full else sp.S.Zero
+            if not full:
+                return sp.S.Zero
+            if q.along and self._mixes(q.expr, x):
+                # T[c'] moves with x[c] for every c' (a softmax inside the total): the Hessian
+                # diagonal needs each row's C x C block, not the position's own derivative.
+                self._mixed_per_class()
+            return self.d(q.expr, x, full=False)
         if q.op == "adjoint":
             return self._adjoint_jacobian(q, x) if full else sp.S.Zero
         if q.op == "argmax":
@@ -248,6 +254,14 @@ class _Differ:
                     self._mixed_per_class()
                 out += lift(df) * j2
         return out
+
+    def _mixes(self, f: sp.Expr, x: sp.Symbol) -> bool:
+        """Whether `f` at one position reads `x` at other positions of the row, through a row
+        function or a gather of it."""
+        return any(
+            self.table.items[q].op in ("sum", "max", "gather") and self.jacobian(q, x, False) != 0
+            for q in f.free_symbols & self.table.symbols
+        )
 
     def _mixed_per_class(self) -> None:
         # d T[c'] / d x[c] for every c' of the row: the Hessian diagonal would need a C x C

@@ -184,3 +184,20 @@ def test_element_loop_loads_the_sample_inputs_it_reads() -> None:
     above = x2 > x1[:, None]
     assert_close(grad, np.where(above, 2 * x0, 1.0))
     assert_close(hess, np.where(above, 2.0, 0.0))
+
+
+def test_hessian_through_a_mixing_per_class_total_is_refused() -> None:
+    """tests/regressions/miscompile-hessian-mixed-per-class-total.loss: the gradient against
+    central differences of the value, and the Hessian diagonal refused (it was wrong)."""
+    path = Path(__file__).parent / "regressions" / "miscompile-hessian-mixed-per-class-total.loss"
+    loss = lossdsl.load(path)
+    x = np.random.default_rng(3).normal(size=(3, 4))
+    _, grad = loss.value_and_grad(x, reduction="sum")
+    eps, numeric = 1e-6, np.zeros_like(x)
+    for k in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[k] = eps
+        numeric[k] = (loss(x + step, reduction="sum") - loss(x - step, reduction="sum")) / (2 * eps)
+    assert_close(grad, numeric, rtol=1e-6, atol=1e-6)
+    with pytest.raises(DerivationError, match="per-class total"):
+        loss.value_grad_hess(x, reduction="sum")
