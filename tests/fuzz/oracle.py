@@ -198,6 +198,10 @@ class _Eval:
             return self.env[key]
         if op == "neg":
             return -self.ev(t[1])
+        if op == "bin" and t[1] in ("+", "-"):
+            kept = self.cancelled(t)
+            if kept is not None:  # README: identities are exact, a - (b + a) is -b even for NaN
+                return sum((s * self.ev(u) for s, u in kept), self.const(0.0))
         if self.zero(t):
             return self.const(0.0)  # README: identities are exact, x - x is 0 even for NaN
         if op == "bin" and t[1] == "/" and self.same(t[2], t[3]):
@@ -258,6 +262,42 @@ class _Eval:
         if t[1] == "/":
             return self.zero(t[2])
         return t[1] == "+" and self.zero(t[2]) and self.zero(t[3])
+
+    def cancelled(self, t: Tree) -> list[tuple[int, Any]] | None:
+        """The terms of the sum `t` left once equal terms of opposite signs cancel, as SymPy's
+        flattening of sums cancels them; None where nothing cancels."""
+        coefs: dict[str, list[Any]] = {}
+        for s, u in self.addends(t):
+            entry = coefs.setdefault(repr(u), [0, u, False])
+            entry[2] = entry[2] or (entry[0] != 0 and (entry[0] > 0) != (s > 0))
+            entry[0] += s
+        if not any(e[2] for e in coefs.values()):
+            return None
+        return [(c, _ungroup(u)) for c, u, _ in coefs.values() if c != 0]
+
+    def addends(self, t: Tree) -> list[tuple[int, Any]]:
+        """`t` as signed terms, locals written out; an operand of `+`/`-` that is a difference
+        of inputs stays one term (lossdsl keeps it grouped, in written order: README)."""
+        if t[0] == "let":
+            return self.addends(self.lets[t[1]])
+        if t[0] == "neg":
+            return [(-s, u) for s, u in self.addends(t[1])]
+        if t[0] == "bin" and t[1] in ("+", "-"):
+            k = 1 if t[1] == "+" else -1
+            return [*self.operand(t[2]), *[(k * s, u) for s, u in self.operand(t[3])]]
+        return [(1, self.expand(t))]
+
+    def operand(self, t: Tree) -> list[tuple[int, Any]]:
+        terms = self.addends(t)
+        names = [repr(u) for _, u in terms]
+        if (
+            len(terms) >= 2
+            and all(u[0] == "in" for _, u in terms)
+            and len(set(names)) == len(names)
+            and any(s < 0 for s, _ in terms)
+        ):
+            return [(1, ["grouped", self.expand(t)])]
+        return terms
 
     def softmax(self, t: Tree) -> bool:
         """Whether `t` is a softmax along the axis, written out or as exp(log_softmax)."""
@@ -320,6 +360,10 @@ _ZERO_AT_ZERO = frozenset(
     ]
 )
 _ZERO_IF_ALL_ZERO = frozenset(("min", "max", "clip"))
+
+
+def _ungroup(t: Any) -> Any:
+    return t[1] if t[0] == "grouped" else t
 
 
 def _pow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
