@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fuzz.compare import CHECKS, CLASS_CHECKS, failing_check
-from tests.fuzz.gen import FEATURES, generate
+from tests.fuzz.gen import DEFAULT_FEATURES, FEATURES, generate
 from tests.fuzz.minimize import minimize
 from tests.fuzz.render import render_case
 from tests.fuzz.worker import Worker
@@ -53,7 +53,11 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=1, help="first seed; spec i uses seed + i")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("fuzz-out"))
-    ap.add_argument("--features", default="", help=f"comma list of {', '.join(FEATURES)}")
+    ap.add_argument(
+        "--features",
+        default=",".join(DEFAULT_FEATURES),
+        help=f"comma list of {', '.join(FEATURES)} (default: all but nested; '' for none)",
+    )
     ap.add_argument("--checks", default=",".join(CHECKS), help="comma list of checks")
     ap.add_argument("--cuda-every", type=int, default=10, help="0: no CUDA simulator runs")
     ap.add_argument(
