@@ -108,6 +108,10 @@ def _derive_with(lowered: Lowered, hessian: bool, table: Aggregates, differ: _Di
     )
 
 
+_ROW_FUNCTION = "that a row function (sum[C], softmax[C], a gather, ...) mixes across the axis"
+_BROADCAST = "of a per-sample input (broadcast along the axis, it moves every position)"
+
+
 class _MixedPositions(DerivationError):
     """The Hessian diagonal would need d T[c'] / d x[c] for every c' of a per-class total."""
 
@@ -194,8 +198,13 @@ class _Differ:
             if q.along and self._mixes(q.expr, x):
                 # T[c'] moves with x[c] for every c' (a softmax inside the total): the Hessian
                 # diagonal needs each row's C x C block, not the position's own derivative.
-                self._mixed_per_class()
-            return self.d(q.expr, x, full=False)
+                self._mixed_per_class(_ROW_FUNCTION)
+            j = self.d(q.expr, x, full=False)
+            if q.along and j != 0 and x not in self.elements:
+                # A per-sample x is broadcast along the axis: it moves T[c] at every position
+                # too, and the Hessian diagonal needs the C x C block of every pair.
+                self._mixed_per_class(_BROADCAST)
+            return j
         if q.op == "adjoint":
             return self._adjoint_jacobian(q, x) if full else sp.S.Zero
         if q.op == "argmax":
@@ -251,7 +260,7 @@ class _Differ:
             j2 = self.jacobian(q2, x, full)
             if j2 != 0:
                 if self.table.items[q2].along:
-                    self._mixed_per_class()
+                    self._mixed_per_class(_ROW_FUNCTION)
                 out += lift(df) * j2
         return out
 
@@ -263,12 +272,11 @@ class _Differ:
             for q in f.free_symbols & self.table.symbols
         )
 
-    def _mixed_per_class(self) -> None:
+    def _mixed_per_class(self, why: str) -> None:
         # d T[c'] / d x[c] for every c' of the row: the Hessian diagonal would need a C x C
         # block per row. Only the position's own T[c] is supported.
         raise _MixedPositions(
-            "the Hessian diagonal through a per-class total that a row function (sum[C], "
-            "softmax[C], a gather, ...) mixes across the axis is not supported",
+            f"the Hessian diagonal through a per-class total {why} is not supported",
             self.lowered.loss.span,
             self.lowered.loss.source,
             "use per-class totals position by position (mean[C](f(total(x)))), with an "

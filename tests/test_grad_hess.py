@@ -201,3 +201,25 @@ def test_hessian_through_a_mixing_per_class_total_is_refused() -> None:
     assert_close(grad, numeric, rtol=1e-6, atol=1e-6)
     with pytest.raises(DerivationError, match="per-class total"):
         loss.value_grad_hess(x, reduction="sum")
+
+
+def test_hessian_through_a_per_class_total_of_a_per_sample_input_is_refused() -> None:
+    """tests/regressions/miscompile-hessian-per-sample-per-class-total.loss: the value and the
+    gradient against the closed form (every sample's value is S^2, S = sum_i x_i r_i with
+    r_i = sum_c t_ic, so the summed loss is B S^2 and its gradient 2 B S r), and the Hessian
+    diagonal refused (it was wrong: it needs 2 B r_k^2, and counted sum_c t_kc^2)."""
+    path = (
+        Path(__file__).parent / "regressions" / "miscompile-hessian-per-sample-per-class-total.loss"
+    )
+    loss = lossdsl.load(path)
+    rng = np.random.default_rng(5)
+    x, t = rng.normal(size=5), rng.uniform(size=(5, 3))
+    r = t.sum(axis=1)
+    s = float(x @ r)
+    value, grad = loss.value_and_grad(x, t, reduction="sum")
+    assert_close(value, 5 * s**2)
+    assert_close(grad, 2 * 5 * s * r)
+    with pytest.raises(DerivationError, match="per-class total of a per-sample input"):
+        loss.hessian_diag(x, t, reduction="sum")
+    with pytest.raises(DerivationError, match="per-class total of a per-sample input"):
+        loss.grad_hess(x, t, reduction="sum")
