@@ -87,12 +87,19 @@ def _param_symbol(p: ir.Param) -> sp.Symbol:
     return sp.Symbol(p.name, real=True)
 
 
+# Numerators of exact fractions past this become Floats (the float64 the spec wrote): SymPy's
+# assumption queries turn x^(p/q) and exp(p/q * x) into polynomials of degree p (tanh(x^1.52...)
+# took 20 GB), and a literal with many digits (pi, 0.52497918747894) has p ~ 1e15.
+_EXACT_NUMERATOR = 10**4
+
+
 def _const(value: float, kind: str) -> sp.Expr:
     if value == float("inf"):
         return sp.oo
     if kind == "int" or float(value).is_integer():
         return sp.Integer(int(value))
-    return sp.Rational(repr(value))
+    exact = sp.Rational(repr(value))
+    return exact if abs(exact.p) <= _EXACT_NUMERATOR else sp.Float(value)
 
 
 class _Lowerer:

@@ -193,3 +193,23 @@ def test_primitive_of_constants_is_folded_to_its_value(call: str, expected: floa
     loss = lossdsl.compile(f"loss f(x):\n    return x + {call}\n")
     value = loss(np.zeros(2), reduction="none")
     np.testing.assert_allclose(value, [expected, expected], rtol=1e-13, atol=1e-300)
+
+
+def test_long_literals_are_floats_with_exact_values() -> None:
+    """tests/regressions/badinput-long-literal-exponent.loss (its derivation once exhausted
+    memory): value and gradient against the closed form in NumPy, the literals as written."""
+    path = Path(__file__).parent / "regressions" / "badinput-long-literal-exponent.loss"
+    loss = lossdsl.load(path)
+    rng = np.random.default_rng(11)
+    x0, x2 = rng.normal(size=(6, 3)), rng.uniform(0.2, 2.0, size=6)
+    r = 0.52497918747894
+    a = np.tanh(x2 ** (1 + r))
+    b = np.tanh(np.exp(math.pi * x2[:, None] - x0))
+    expected = a * x0.mean(axis=1) + b.mean(axis=1)
+    da = (1 + r) * x2**r * (1 - a**2) * x0.mean(axis=1)
+    db = ((1 - b**2) * np.exp(math.pi * x2[:, None] - x0) * math.pi).mean(axis=1)
+    value, (g0, g2) = loss.value_and_grad(x0, x2, reduction="none", wrt=("x0", "x2"))
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    np.testing.assert_allclose(g2, da + db, rtol=1e-10)
+    dx0 = a[:, None] / 3 - (1 - b**2) * np.exp(math.pi * x2[:, None] - x0) / 3
+    np.testing.assert_allclose(g0, dx0, rtol=1e-10, atol=1e-15)
