@@ -87,9 +87,10 @@ def _param_symbol(p: ir.Param) -> sp.Symbol:
     return sp.Symbol(p.name, real=True)
 
 
-# Numerators of exact fractions past this become Floats (the float64 the spec wrote): SymPy's
+# Numerators of exact fractions past this become Floats (the float64 of the value): SymPy's
 # assumption queries turn x^(p/q) and exp(p/q * x) into polynomials of degree p (tanh(x^1.52...)
-# took 20 GB), and a literal with many digits (pi, 0.52497918747894) has p ~ 1e15.
+# took 20 GB), and a literal with many digits (pi, 0.52497918747894) or a product of short ones
+# (0.9999 * 0.9999) has a large p.
 _EXACT_NUMERATOR = 10**4
 
 
@@ -98,8 +99,14 @@ def _const(value: float, kind: str) -> sp.Expr:
         return sp.oo
     if kind == "int" or float(value).is_integer():
         return sp.Integer(int(value))
-    exact = sp.Rational(repr(value))
-    return exact if abs(exact.p) <= _EXACT_NUMERATOR else sp.Float(value)
+    return _bounded(sp.Rational(repr(value)))
+
+
+def _bounded(e: sp.Expr) -> sp.Expr:
+    """`e`, a fraction with a numerator past `_EXACT_NUMERATOR` as its float64."""
+    if e.is_Rational and not e.is_Integer and abs(e.p) > _EXACT_NUMERATOR:
+        return sp.Float(float(e))
+    return e
 
 
 class _Lowerer:
@@ -143,7 +150,7 @@ class _Lowerer:
         if isinstance(e, ir.Ref):
             return self.env[(e.role, e.name)]
         if isinstance(e, ir.Apply):
-            return self._apply(e)
+            return _bounded(self._apply(e))
         if isinstance(e, ir.AxisOp):
             return AXIS_FUNCTIONS[e.fn].build(self, self.expr(e.arg))
         if isinstance(e, ir.Gather):

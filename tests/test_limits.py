@@ -205,11 +205,13 @@ def test_long_literals_are_floats_with_exact_values() -> None:
     r = 0.52497918747894
     a = np.tanh(x2 ** (1 + r))
     b = np.tanh(np.exp(math.pi * x2[:, None] - x0))
-    expected = a * x0.mean(axis=1) + b.mean(axis=1)
+    c = np.tanh(x2**0.99980001)
+    expected = a * x0.mean(axis=1) + b.mean(axis=1) + c
     da = (1 + r) * x2**r * (1 - a**2) * x0.mean(axis=1)
     db = ((1 - b**2) * np.exp(math.pi * x2[:, None] - x0) * math.pi).mean(axis=1)
+    dc = 0.99980001 * x2**-0.00019999 * (1 - c**2)
     value, (g0, g2) = loss.value_and_grad(x0, x2, reduction="none", wrt=("x0", "x2"))
     np.testing.assert_allclose(value, expected, rtol=1e-12)
-    np.testing.assert_allclose(g2, da + db, rtol=1e-10)
+    np.testing.assert_allclose(g2, da + db + dc, rtol=1e-10)
     dx0 = a[:, None] / 3 - (1 - b**2) * np.exp(math.pi * x2[:, None] - x0) / 3
     np.testing.assert_allclose(g0, dx0, rtol=1e-10, atol=1e-15)
