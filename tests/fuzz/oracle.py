@@ -237,8 +237,8 @@ class _Eval:
 
     def zero(self, t: Tree) -> bool:
         """Whether `t` is zero by an identity lossdsl's simplification applies whatever the
-        inputs hold, NaN included: `x - x`, a product with such a factor, a zero over anything,
-        a function that is 0 at 0 of such a term."""
+        inputs hold, NaN included: `x - x`, a product with such a factor or a positive power of
+        it, a zero over anything, a function that is 0 at 0 of such a term."""
         if t[0] == "let":
             return self.zero(self.lets[t[1]])
         if t[0] == "num":
@@ -261,6 +261,8 @@ class _Eval:
             return self.zero(t[2]) or self.zero(t[3])
         if t[1] == "/":
             return self.zero(t[2])
+        if t[1] == "^":  # exponents are positive numbers or parameters by construction
+            return self.zero(t[2]) and (t[3][0] == "par" or (t[3][0] == "num" and t[3][1] > 0))
         return t[1] == "+" and self.zero(t[2]) and self.zero(t[3])
 
     def cancelled(self, t: Tree) -> list[tuple[int, Any]] | None:
