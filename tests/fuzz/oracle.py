@@ -268,14 +268,14 @@ class _Eval:
     def cancelled(self, t: Tree) -> list[tuple[int, Any]] | None:
         """The terms of the sum `t` left once equal terms of opposite signs cancel, as SymPy's
         flattening of sums cancels them; None where nothing cancels."""
-        coefs: dict[str, list[Any]] = {}
+        signs: dict[str, list[int]] = {}
+        trees: dict[str, Any] = {}
         for s, u in self.addends(t):
-            entry = coefs.setdefault(repr(u), [0, u, False])
-            entry[2] = entry[2] or (entry[0] != 0 and (entry[0] > 0) != (s > 0))
-            entry[0] += s
-        if not any(e[2] for e in coefs.values()):
+            signs.setdefault(repr(u), []).append(s)
+            trees[repr(u)] = u
+        if not any(1 in v and -1 in v for v in signs.values()):
             return None
-        return [(c, _ungroup(u)) for c, u, _ in coefs.values() if c != 0]
+        return [(sum(v), _ungroup(trees[k])) for k, v in signs.items() if sum(v) != 0]
 
     def addends(self, t: Tree) -> list[tuple[int, Any]]:
         """`t` as signed terms, locals written out; an operand of `+`/`-` that is a difference
