@@ -150,7 +150,7 @@ class _Lowerer:
         if isinstance(e, ir.Ref):
             return self.env[(e.role, e.name)]
         if isinstance(e, ir.Apply):
-            return _bounded(self._apply(e))
+            return P.owned(_bounded(self._apply(e)))
         if isinstance(e, ir.AxisOp):
             return AXIS_FUNCTIONS[e.fn].build(self, self.expr(e.arg))
         if isinstance(e, ir.Gather):

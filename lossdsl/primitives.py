@@ -509,6 +509,18 @@ PRIMITIVES: tuple[type[sp.Function], ...] = (
 )
 
 
+def owned(expr: sp.Expr) -> sp.Expr:
+    """`expr` with SymPy's own `Abs` and `sign` replaced by `Abs` and `Sign` here.
+
+    SymPy's constructors create them unasked: (x^2)^0.29 is Abs(x)^0.58 and exp(p*log(x^2))
+    is Abs(x)^(2p) for a real x once p is a known number, and their second derivative is a
+    DiracDelta no kernel can print.
+    """
+    if not expr.has(sp.Abs, sp.sign):
+        return expr
+    return expr.replace(sp.Abs, Abs).replace(sp.sign, Sign)
+
+
 def stabilize(expr: sp.Expr) -> sp.Expr:
     """Rewrite naive unstable forms anywhere in `expr` into the stable primitives.
 

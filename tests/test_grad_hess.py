@@ -223,3 +223,19 @@ def test_hessian_through_a_per_class_total_of_a_per_sample_input_is_refused() ->
         loss.hessian_diag(x, t, reduction="sum")
     with pytest.raises(DerivationError, match="per-class total of a per-sample input"):
         loss.grad_hess(x, t, reduction="sum")
+
+
+@pytest.mark.parametrize("p", [None, 1.25])
+def test_power_of_a_square_at_a_known_exponent(p: float | None) -> None:
+    """tests/regressions/miscompile-specialised-power-of-square.loss: at the default p (the
+    kernel with p as a constant, which failed to generate) and at another p (the generic one),
+    against the closed form 2 |x|^(2p) and its derivatives."""
+    path = Path(__file__).parent / "regressions" / "miscompile-specialised-power-of-square.loss"
+    loss = lossdsl.load(path)
+    x = np.array([-2.0, -0.3, 0.4, 1.7])
+    params = {} if p is None else {"p": p}
+    q = 2 * (0.75 if p is None else p)
+    value, grad, hess = loss.value_grad_hess(x, reduction="none", **params)
+    assert_close(value, 2 * np.abs(x) ** q)
+    assert_close(grad, 2 * q * np.abs(x) ** (q - 1) * np.sign(x))
+    assert_close(hess, 2 * q * (q - 1) * np.abs(x) ** (q - 2))
