@@ -271,8 +271,9 @@ class _Eval:
         signs: dict[str, list[int]] = {}
         trees: dict[str, Any] = {}
         for s, u in self.addends(t):
-            signs.setdefault(repr(u), []).append(s)
-            trees[repr(u)] = u
+            key = repr(u)
+            signs.setdefault(key, []).append(s)
+            trees[key] = u
         if not any(1 in v and -1 in v for v in signs.values()):
             return None
         return [(sum(v), _ungroup(trees[k])) for k, v in signs.items() if sum(v) != 0]
