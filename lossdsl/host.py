@@ -25,7 +25,8 @@ from lossdsl.errors import SpecShapeError
 BLOCK_ELEMENTS = 16_384
 # Below this many elements a serial kernel beats thread start-up.
 PARALLEL_ELEMENTS = 262_144
-# Stands for the block sums in a signature.
+# Stand for the block schedule and the block sums in a signature.
+_SCHED = np.zeros(3, np.int64)
 _PARTS = np.zeros((1, 1))
 
 # Sums over a whole batch given to a chunk of it: (totals and weight sum, adjoints).
@@ -137,8 +138,9 @@ def signature(
     what Numba compiles once, the same for every phase of the entry."""
     stand_in = np.empty(1, call.dtype) if call.mode == 2 else None
     head, tail = _head(call, _block(call)), _tail(call, stand_in, grads, hess, loss)
-    # The phase arguments: block range and block sums (float64, C order, like `run_phases`').
-    middle = (0, 0, *[_PARTS] * 3)
+    # The phase arguments: helper flag, block count, schedule and block sums (float64, C order,
+    # like `runtime._run`'s).
+    middle = (0, 0, _SCHED, *[_PARTS] * 3)
     return entry_name(mode, call.dtag), tuple(describe(a) for a in (*head, *middle, *tail))
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 NUMBA_TARGETS = ("cpu", "cuda")
 
 # Bump when generated code changes shape, so old cache entries are not reused.
-CODEGEN_VERSION = "2"
+CODEGEN_VERSION = "3"
 
 
 def cache_dir() -> Path:
@@ -267,38 +267,29 @@ def run_phases(
 ) -> tuple[float, float]:
     """Run an entry point's phases over `blocks` fixed blocks; returns (value, bad rows).
 
-    Each phase writes one row of block sums per block and the next phase adds them up in block
-    order, so with any number of threads every sum is taken in the same order: results are
-    bitwise identical whatever `threads` is and whichever thread computes a block (see
-    `lossdsl.workers`: blocks are claimed dynamically, so a busy core does not hold the call).
+    Each phase writes one row of block sums per block and adds them up in block order (the
+    next phase reads them the same way), so with any number of threads every sum is taken in
+    the same order: results are bitwise identical whatever `threads` is and whichever thread
+    computes a block (see `lossdsl.workers`: blocks are claimed one at a time, so a busy core
+    does not hold the call).
 
     `given` replaces the sums of the totals and the adjoints phases (rows of sums over the
     whole batch, see `phase_sums`): those phases do not run, and this batch is one chunk.
     """
     p0, p1 = given
     previous = [_NO_PARTS if p0 is None else p0, _NO_PARTS if p1 is None else p1]
-    parallel = threads > 1 and blocks >= 2
     result: tuple[float, float, float] = (0.0, 0.0, 1.0)
-    parts = _NO_PARTS
     for phase in phases:
         if phase.earlier is not None and given[phase.earlier] is not None:
             continue
         parts = np.empty((blocks, phase.columns))
-        args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
-        if parallel:
-            result = _run_threaded(phase, args, len(head), blocks, threads)
-        else:
-            try:
-                result = phase.fn(*args)
-            except Exception as exc:
-                _reraise(exc, phase.file, phase.name)
+        result = _run(phase, head, blocks, (previous[0], previous[1], parts, *tail), threads)
         if phase.earlier is not None:
             previous[phase.earlier] = parts
     total, bad, scale = result
-    if parallel:
-        # Same order as the kernel's own loop over its blocks (a serial run): same bits.
+    if bad < 0:  # the caller's kernel returned before a helper's last block: add them here
         total, bad = 0.0, 0.0
-        for v, b in parts.tolist():
+        for v, b in parts.tolist():  # in block order, as the kernels add them: same bits
             total += v
             bad += b
     return total * scale, bad
@@ -319,13 +310,9 @@ def phase_sums(
     row) over `blocks` blocks: its block sums added in block order, one float64 row."""
     k = next(k for k, p in enumerate(module.PHASES[entry]) if p[0] == suffix)
     phase = _phase(module, entry, k, axis_len)
-    previous = [_NO_PARTS if totals is None else totals, _NO_PARTS]
     parts = np.empty((blocks, phase.columns))
-    args = (*head, 0, blocks, previous[0], previous[1], parts, *tail)
-    if threads > 1 and blocks >= 2:
-        _run_threaded(phase, args, len(head), blocks, threads)
-    else:
-        _run_serial(phase, args)
+    totals = _NO_PARTS if totals is None else totals
+    _run(phase, head, blocks, (totals, _NO_PARTS, parts, *tail), threads)
     row = np.zeros(phase.columns)
     for b in range(blocks):  # in block order, as the kernels add them
         row += parts[b]
@@ -336,22 +323,19 @@ def phase_sums(
 _EARLIER = {"_pre": 0, "_adj": 1}
 
 
-def _run_serial(phase: Phase, args: tuple[Any, ...]) -> tuple[float, float, float]:
-    try:
-        return phase.fn(*args)  # type: ignore[no-any-return]
-    except Exception as exc:
-        _reraise(exc, phase.file, phase.name)
-
-
-def _run_threaded(
-    phase: Phase, args: tuple[Any, ...], at: int, blocks: int, threads: int
+def _run(
+    phase: Phase, head: tuple[Any, ...], blocks: int, rest: tuple[Any, ...], threads: int
 ) -> tuple[float, float, float]:
-    before, after = args[:at], args[at + 2 :]
+    """One phase on up to `threads` threads: the caller and helpers call the kernel with one
+    shared schedule (next block, blocks done, caller back); returns the caller's result."""
+    sched = np.zeros(3, np.int64)
 
-    def kernel(lo: int, hi: int) -> Any:
+    def kernel(helper: int) -> Any:
         try:
-            return phase.fn(*before, lo, hi, *after)
+            return phase.fn(*head, helper, blocks, sched, *rest)
         except Exception as exc:
             _reraise(exc, phase.file, phase.name)
 
-    return workers.run(kernel, blocks, threads)  # type: ignore[no-any-return]
+    if threads > 1 and blocks >= 2:
+        return workers.run(kernel, min(threads, blocks), sched, blocks)  # type: ignore[no-any-return]
+    return kernel(0)  # type: ignore[no-any-return]

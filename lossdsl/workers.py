@@ -1,98 +1,80 @@
-"""Work sharing for the CPU kernels: runs of blocks claimed by whichever thread is free.
+"""Work sharing for the CPU kernels: blocks claimed by whichever thread is free.
 
 A phase of a kernel covers blocks [0, blocks). The calling thread and up to `threads - 1`
-helpers take runs of consecutive blocks from one counter, largest first (each a share of what
-is left), so a thread the operating system has descheduled holds up at most its current run:
-the others take the rest, and the call waits for the runs taken, never for an idle helper to
-wake. Which thread computes a block never changes a result: every block writes its own row of
-partial sums and the caller adds rows in block order. Threads call the nogil kernels directly.
+helpers call the same nogil kernel with one shared schedule array (next block, blocks done,
+caller back); inside the kernel each thread claims the next block with an atomic add, so
+claiming needs neither a lock nor the GIL, and a thread the operating system has descheduled
+holds up at most the one block it is on. The caller starts at once and never waits for a
+helper to wake: a helper that arrives late finds fewer blocks (or none) left. Which thread
+computes a block never changes a result: every block writes its own row of partial sums,
+added in block order.
+
+Waking a sleeping thread costs tens of microseconds on some machines (virtual CPUs), so
+threads poll briefly where they wait in the kernel: the caller for the helpers' last blocks,
+a helper for the caller to hold the GIL again. Polling is bounded (a busy machine may have
+descheduled the thread polled for): the caller then waits here, asleep.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
-# Smallest run, in blocks: a run is one kernel call (about 1.5 us of dispatch), a block about
-# 16k elements.
-MIN_RUN = 2
+import numpy as np
 
-Kernel = Callable[[int, int], Any]
-
-
-class _Runs:
-    """One phase's blocks, handed out in shrinking runs; `done` is set once every block
-    handed out has been computed and none is left."""
-
-    def __init__(self, kernel: Kernel, blocks: int, threads: int) -> None:
-        self.kernel, self.blocks, self.threads = kernel, blocks, threads
-        self.lock = threading.Lock()
-        self.next = 0
-        self.left = blocks
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def claim(self) -> tuple[int, int] | None:
-        with self.lock:
-            lo = self.next
-            if lo >= self.blocks:
-                return None
-            size = max(MIN_RUN, (self.blocks - lo) // (2 * self.threads))
-            self.next = min(self.blocks, lo + size)
-            return lo, self.next
-
-    def work(self) -> None:
-        while (run := self.claim()) is not None:
-            lo, hi = run
-            try:
-                result = self.kernel(lo, hi)
-            except BaseException as exc:
-                self.finish(hi - lo, None, exc)
-                return
-            self.finish(hi - lo, result, None)
-
-    def finish(self, count: int, result: Any, error: BaseException | None) -> None:
-        with self.lock:
-            if result is not None and self.result is None:
-                self.result = result
-            if error is not None and self.error is None:
-                # Nothing more is handed out; the blocks never handed out count as done.
-                self.error = error
-                count += self.blocks - self.next
-                self.next = self.blocks
-            self.left -= count
-            if self.left == 0:
-                self.done.set()
+# kernel(helper): one thread's share of a phase; helper is 0 for the caller, 1 for helpers.
+Kernel = Callable[[int], Any]
 
 
-_JOBS: queue.SimpleQueue[_Runs] = queue.SimpleQueue()
+class _Job:
+    """One phase's kernel as handed to the helpers; `returned` is notified as each returns."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.returned = threading.Condition()
+
+    def help(self) -> None:
+        # A kernel fails only at dispatch (compiling), before it claims a block: the caller's
+        # own call fails the same way and reports it, or does every block.
+        with contextlib.suppress(BaseException):
+            self.kernel(1)
+        with self.returned:
+            self.returned.notify_all()
+
+
+_JOBS: queue.SimpleQueue[_Job] = queue.SimpleQueue()
 _HELPERS: list[threading.Thread] = []
 _START = threading.Lock()
 
 
 def _helper() -> None:
     while True:
-        _JOBS.get().work()
+        _JOBS.get().help()
 
 
-def run(kernel: Kernel, blocks: int, threads: int) -> Any:
-    """Call `kernel(lo, hi)` over runs covering [0, blocks) on up to `threads` threads (the
-    caller included); returns the result of one of the calls (they differ only in their block
-    range's sums, which the caller reads from the block rows)."""
-    runs = _Runs(kernel, blocks, threads)
-    helpers = min(threads, blocks) - 1
+def run(kernel: Kernel, threads: int, sched: np.ndarray, blocks: int) -> Any:
+    """Call `kernel` on `threads` threads, the caller included, sharing schedule `sched` of
+    `blocks` blocks; returns the caller's result once every block is done."""
+    helpers = threads - 1
     with _START:
         while len(_HELPERS) < helpers:
             t = threading.Thread(target=_helper, name="lossdsl-worker", daemon=True)
             t.start()
             _HELPERS.append(t)
+    job = _Job(kernel)
     for _ in range(helpers):
-        _JOBS.put(runs)
-    runs.work()
-    runs.done.wait()
-    if runs.error is not None:
-        raise runs.error
-    return runs.result
+        _JOBS.put(job)
+    try:
+        result = kernel(0)
+    finally:
+        sched[2] = 1  # the caller is back: helpers polling in the kernel may return
+    if sched[1] < blocks:  # a helper is still on its last block
+        with job.returned:
+            # The timeout only guards against a missed notification; each helper that took
+            # a block returns right after finishing it.
+            while sched[1] < blocks:
+                job.returned.wait(0.01)
+    return result

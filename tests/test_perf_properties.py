@@ -7,6 +7,8 @@ exp/log/log1p printed into every kernel module stay within 2 ulp of float64 math
 
 from __future__ import annotations
 
+import re
+
 import numba
 import numpy as np
 import pytest
@@ -317,3 +319,16 @@ def test_softmax_exponentials_computed_once_per_element() -> None:
         for entry in ("grad_f32", "grad_f64", "hess_f32"):
             text = _entry_text(loss._specialized_source(loss._default_fixed()), entry)
             assert text.count("_exp_") == 1, (name, entry)
+
+
+def test_element_loops_not_starting_at_zero_index_unsigned() -> None:
+    # Issue 16: Numba wraps negative indices; LLVM cannot prove a signed index from a stepped
+    # range non-negative, and the wrap's select kept float32 softmax cross-entropy's exp pass
+    # scalar (5x slower). Loops from 0 are provably non-negative; any other must be unsigned.
+    for name in ("cross_entropy", "sparse_cross_entropy", "poly1", "multilabel_soft_margin"):
+        loss = lossdsl.get(name)
+        for text in (loss.source(), loss._specialized_source(loss._default_fixed())):
+            loops = re.findall(r"for _c in range\(([^)]*\)?)", text)
+            assert loops, name
+            for bounds in loops:
+                assert bounds == "_nc)" or bounds.startswith("np.uint64("), (name, bounds)

@@ -1,82 +1,144 @@
-"""Work sharing of the CPU kernels (lossdsl/workers.py, issue 16): blocks are claimed by
-whichever thread is free, and results are bitwise the same for any thread count and schedule."""
+"""Work sharing of the CPU kernels (lossdsl/workers.py, issue 16): blocks are claimed inside the
+kernels by whichever thread is free, and results are bitwise the same for any thread count and
+schedule."""
 
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
 
 import numpy as np
 import pytest
 
 import lossdsl
-from lossdsl import workers
+from lossdsl import runtime, workers
 
 numba = pytest.importorskip("numba")
 
 
-def test_runs_cover_every_block_once() -> None:
+def _threads(count: int) -> None:
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+
+
+def _huber_args(n: int = 300_000) -> tuple[np.ndarray, np.ndarray]:
+    # Above the serial threshold: the threaded path runs.
+    rng = np.random.default_rng(5)
+    return rng.normal(size=n), rng.normal(size=n)
+
+
+def test_the_caller_runs_and_then_releases_the_helpers() -> None:
+    sched = np.zeros(3, np.int64)
     seen: list[tuple[int, int]] = []
-    lock = threading.Lock()
+    arrived = threading.Semaphore(0)
 
-    def kernel(lo: int, hi: int) -> tuple[int, int]:
-        with lock:
-            seen.append((lo, hi))
-        return lo, hi
+    def kernel(helper: int) -> str:
+        seen.append((helper, int(sched[2])))
+        if helper:
+            arrived.release()
+        return "caller" if helper == 0 else "helper"
 
-    workers.run(kernel, 1000, 2)
-    covered = sorted(b for lo, hi in seen for b in range(lo, hi))
-    assert covered == list(range(1000))
-    assert len(seen) > 2  # shrinking runs, not one static half per thread
+    assert workers.run(kernel, 3, sched, 0) == "caller"
+    assert sched[2] == 1
+    for _ in range(2):
+        assert arrived.acquire(timeout=10)
+    assert sorted(h for h, _ in seen) == [0, 1, 1]
+    assert (0, 0) in seen  # the caller ran before it marked itself back
 
 
-def test_a_helper_that_never_runs_does_not_hold_the_call() -> None:
-    """Every helper thread is stuck (as on a descheduled core): the caller does every block."""
-    workers.run(lambda lo, hi: None, 8, 3)  # two helpers exist from here on
+def test_an_error_in_the_callers_kernel_reaches_the_caller() -> None:
+    sched = np.zeros(3, np.int64)
+
+    def kernel(helper: int) -> None:
+        raise ValueError("cannot compile")
+
+    with pytest.raises(ValueError, match="cannot compile"):
+        workers.run(kernel, 2, sched, 0)
+    assert sched[2] == 1  # helpers are not left spinning
+
+
+def test_every_block_is_written_once_by_two_threads() -> None:
+    loss = lossdsl.get("huber")
+    x, t = _huber_args(1_000_003)  # a partial last block
+    before = numba.get_num_threads()
+    try:
+        _threads(2)
+        grad = np.full_like(x, np.nan)
+        value = loss.value_and_grad(x, t, out=grad)[0]
+    finally:
+        numba.set_num_threads(before)
+    r = x - t
+    np.testing.assert_allclose(grad, np.clip(r, -1, 1) / x.size, rtol=1e-15, atol=0)
+    a = np.abs(r)
+    np.testing.assert_allclose(value, np.where(a <= 1, 0.5 * r * r, a - 0.5).mean(), rtol=1e-12)
+
+
+def test_helpers_that_never_run_do_not_hold_the_call() -> None:
+    """Every helper thread is stuck (as on a descheduled core): the caller does every block,
+    and the helpers, once free, find none left."""
+    loss = lossdsl.get("huber")
+    x, t = _huber_args()
+    before = numba.get_num_threads()
     gate = threading.Event()
     stuck = threading.Semaphore(0)
 
-    def hold(lo: int, hi: int) -> None:
+    def hold(helper: int) -> None:
         stuck.release()
         gate.wait()
 
-    for _ in workers._HELPERS:
-        workers._JOBS.put(workers._Runs(hold, 1, 1))
-    for _ in workers._HELPERS:
-        stuck.acquire()
     try:
-        done: list[tuple[int, int]] = []
-        workers.run(lambda lo, hi: done.append((lo, hi)), 64, 3)
-        assert sorted(b for lo, hi in done for b in range(lo, hi)) == list(range(64))
+        _threads(2)
+        expected = loss.value_and_grad(x, t)  # starts the helper thread
+        for _ in workers._HELPERS:
+            workers._JOBS.put(workers._Job(hold))
+        for _ in workers._HELPERS:
+            assert stuck.acquire(timeout=10)
+        value, grad = loss.value_and_grad(x, t)
     finally:
         gate.set()
+        numba.set_num_threads(before)
+    assert value == expected[0]
+    assert grad.tobytes() == expected[1].tobytes()
 
 
-def test_an_error_in_a_run_reaches_the_caller() -> None:
-    def kernel(lo: int, hi: int) -> None:
-        if lo > 0:
-            raise ValueError("bad block")
-
-    with pytest.raises(ValueError, match="bad block"):
-        workers.run(kernel, 100, 2)
-
-
-@pytest.mark.parametrize("name", ["huber", "cross_entropy"])
+@pytest.mark.parametrize("name", ["huber", "cross_entropy", "dice"])
 def test_results_are_bitwise_equal_for_one_and_two_threads(name: str) -> None:
     loss = lossdsl.get(name)
     rng = np.random.default_rng(5)
-    if name == "huber":  # above the serial threshold: the threaded path runs
-        args: tuple[np.ndarray, ...] = (rng.normal(size=300_000), rng.normal(size=300_000))
-    else:
+    if name == "cross_entropy":
         logits = rng.normal(size=(3000, 100)).astype(np.float32)
         target = rng.uniform(size=(3000, 100)).astype(np.float32)
-        args = (logits, target / target.sum(-1, keepdims=True))
+        args: tuple[np.ndarray, ...] = (logits, target / target.sum(-1, keepdims=True))
+    elif name == "dice":  # batch totals: three phases, each threaded
+        args = (rng.uniform(size=300_000), (rng.uniform(size=300_000) > 0.5).astype(float))
+    else:
+        args = _huber_args()
     before = numba.get_num_threads()
     results = []
     try:
         for count in (1, 2, 2):
-            numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+            _threads(count)
             v, g, h = loss.value_grad_hess(*args)
             results.append((np.asarray(v).tobytes(), g.tobytes(), h.tobytes()))
     finally:
         numba.set_num_threads(before)
     assert results[0] == results[1] == results[2]
+
+
+def test_the_caller_waits_asleep_for_a_helpers_last_block() -> None:
+    """The caller's kernel gave up polling (NaN, -1: a helper still holds a block): the call
+    waits for that block, then adds the block sums in order itself."""
+    blocks = 5
+
+    def fn(helper: int, count: int, sched: np.ndarray, p0: Any, p1: Any, parts: Any) -> Any:
+        if not helper:
+            return np.nan, -1.0, 0.5
+        time.sleep(0.05)  # descheduled mid-block
+        parts[:] = np.arange(2 * count, dtype=float).reshape(count, 2)
+        sched[1] = count
+        return 0.0, 0.0, 1.0
+
+    phase = runtime.Phase("fake", fn, 2, None, None)
+    value, bad = runtime.run_phases((phase,), (), (), blocks, 2)
+    assert value == 0.5 * sum(range(0, 2 * blocks, 2))
+    assert bad == sum(range(1, 2 * blocks, 2))

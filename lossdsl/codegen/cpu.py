@@ -167,6 +167,66 @@ def _funkey(typingctx, k, like):
     return like(k, like), codegen
 
 
+def _sched_slot(context, builder, aryty, value, slot):
+    data = context.make_array(aryty)(context, builder, value).data
+    return builder.gep(data, [ir.IntType(64)(slot)])
+
+
+def _sched_add(slot):
+    # Atomically add to slot `slot` of a call's schedule (int64: next block, blocks done,
+    # caller back); returns the old value. No lock, no GIL: threads claim blocks in the kernel.
+    @intrinsic
+    def add(typingctx, sched, v):
+        def codegen(context, builder, sig, args):
+            ptr = _sched_slot(context, builder, sig.args[0], args[0], slot)
+            return builder.atomic_rmw("add", ptr, args[1], "seq_cst")
+
+        return types.int64(sched, types.int64), codegen
+
+    return add
+
+
+def _sched_load(slot):
+    @intrinsic
+    def load(typingctx, sched):
+        def codegen(context, builder, sig, args):
+            ptr = _sched_slot(context, builder, sig.args[0], args[0], slot)
+            return builder.load_atomic(ptr, "seq_cst", 8)
+
+        return types.int64(sched), codegen
+
+    return load
+
+
+_claim_block = _sched_add(0)
+_block_done = _sched_add(1)
+_blocks_done = _sched_load(1)
+_caller_back = _sched_load(2)
+
+
+# About 50 us of polling before a waiting thread gives up its core (a slot read per step).
+_SPIN = 1 << 16
+
+
+@numba.njit(**_JIT)
+def _await_blocks(sched, blocks, helper):
+    # The caller polls until every block is done (the helpers' last ones), briefly: a helper
+    # descheduled mid-block (a busy machine) is then waited for in Python, asleep, so it can
+    # have the core (False: not all done yet). A helper polls, briefly, until the caller holds
+    # the GIL again: returning at the same moment, one of the two would sleep on the GIL and
+    # wake tens of microseconds late.
+    k = 0
+    if helper:
+        while _caller_back(sched) == 0 and k < _SPIN:
+            k += 1
+        return True
+    while _blocks_done(sched) < blocks:
+        k += 1
+        if k >= _SPIN:
+            return False
+    return True
+
+
 @numba.njit(**_INLINE)
 def _maximum(a, b):
     return a if (a > b) | (a != a) else b
@@ -374,15 +434,16 @@ def _logcosh_{s}(x):
 
 # The names the CPU kernel templates use, by role (see `names.Names`).
 _FIXED_NAMES = {
-    "_sw": "sample weights", "_mode": "reduction", "_block": "block size", "_b0": "first block",
-    "_b1": "end block", "_P0": "total partials", "_P1": "adjoint partials",
-    "_parts": "block partials", "_out": "value output", "_b": "block index",
+    "_sw": "sample weights", "_mode": "reduction", "_block": "block size",
+    "_helper": "helper thread", "_b1": "block count", "_sched": "block schedule",
+    "_P0": "total partials", "_P1": "adjoint partials", "_parts": "block partials",
+    "_out": "value output", "_b": "block index",
     "_lo": "block start", "_hi": "block end", "_j": "chunk start", "_i": "sample loop index",
     "_c0": "row chunk start", "_W": "weight sum",
     "_scale": "scale", "_scalef": "scale in dtype", "_wv": "spec weight", "_w": "weight",
     "_keep": "nonzero weight", "_val": "sample value", "_v": "value accumulator",
     "_bad": "bad-row accumulator", "_tw": "weight accumulator", "_total": "value sum",
-    "_nbad": "bad-row sum", "_ct": "cotangent",
+    "_nbad": "bad-row sum", "_ct": "cotangent", "_all_done": "blocks done",
 }  # fmt: skip
 
 # Samples per inner chunk of a float32 block: the chunk is summed in float32 (8 lanes wide),
@@ -467,7 +528,13 @@ class _CpuBody(BodyEmitter):
             return super().row_loop(qs, acc, indent)
         opening = [f"{indent}for _c0 in range(0, _nc, {_ROW_CHUNK}):"]
         opening += [f"{indent}    {self.claim(a + 'c', 'chunk sum')} = {self.lit(0)}" for a in sums]
-        opening += [f"{indent}    for _c in range(_c0, min(_nc, _c0 + {_ROW_CHUNK})):"]
+        # The chunk's index is unsigned: Numba wraps negative indices, and LLVM cannot prove a
+        # signed index from a stepped range non-negative, so the wrap's select stayed in the
+        # loop and kept it scalar (5x slower exp pass of softmax cross-entropy). The class
+        # index enters element values only in integer comparisons, exact in either type.
+        opening += [
+            f"{indent}    for _c in range(np.uint64(_c0), np.uint64(min(_nc, _c0 + {_ROW_CHUNK}))):"
+        ]
         closing = [f"{indent}    {a} += np.float64({a}c)" for a in sums]
         return opening, indent + "        ", closing
 
@@ -605,7 +672,8 @@ class _Kernel:
     def signature(self) -> str:
         loss = self.loss
         args = [f"_a_{i.name}" for i in loss.inputs] + [f"_p_{p.name}" for p in loss.params]
-        args += ["_sw", "_ct", "_mode", "_block", "_b0", "_b1", "_P0", "_P1", "_parts", "_out"]
+        args += ["_sw", "_ct", "_mode", "_block", "_helper", "_b1", "_sched", "_P0", "_P1"]
+        args += ["_parts", "_out"]
         args += [f"_g_{n}" for n in self.grads] + [f"_h_{n}" for n in self.hess]
         return ", ".join(args)
 
@@ -710,12 +778,15 @@ class _Kernel:
         body: list[str],
         vectors: bool = False,
         columns: Sequence[int] | None = None,
+        zeros: Sequence[int] = (),
     ) -> list[str]:
-        """Blocks [_b0, _b1): each summed in chunks (dtype lanes), chunks in float64, in order.
+        """Blocks [0, _b1), claimed one at a time from `_sched` by whichever thread calling the
+        kernel is free: each summed in chunks (dtype lanes), chunks in float64, in order.
 
         `body` is the per-sample code (indented for the innermost loop); it leaves each
         accumulator's per-sample term in `<acc>_i`. Block sums go to `columns` of `_parts`
-        (default: in the order of `accs`).
+        (default: in the order of `accs`), zeros to columns `zeros`. The kernel returns once
+        every block is done, by any thread.
         """
         chunk = _CHUNK[self.dtype]
         zero = self.em.lit(0)
@@ -723,7 +794,10 @@ class _Kernel:
             self.em.claim(f"{a}c", "chunk sum")
             self.em.claim(f"{a}_i", "sample term")
         out = [
-            "    for _b in range(_b0, _b1):",
+            "    while True:",
+            "        _b = _claim_block(_sched, 1)",
+            "        if _b >= _b1:",
+            "            break",
             "        _lo = _b * _block",
             "        _hi = min(_n, _lo + _block)",
         ]
@@ -742,6 +816,9 @@ class _Kernel:
         out += [f"            {a} += {a}c" for a in accs]
         cols = range(len(accs)) if columns is None else columns
         out += [f"        _parts[_b, {j}] = {a}" for j, a in zip(cols, accs, strict=True)]
+        out += [f"        _parts[_b, {j}] = 0.0" for j in zeros]
+        out += ["        _block_done(_sched, 1)"]
+        out += ["    _all_done = _await_blocks(_sched, _b1, _helper)"]
         return out
 
     def _weight(self, indent: str, coef: bool) -> list[str]:
@@ -861,12 +938,16 @@ class _Kernel:
         columns = {"_v": 0, "_bad": 1}
         accs = [a for a, on in (("_v", self.valued), ("_bad", self.has_gather)) if on]
         self.em.memo, self.em.elements, self.em.stored = {}, elements, set()
-        out = self._blocks(accs, body, columns=[columns[a] for a in accs])
-        out += [f"        _parts[_b, {j}] = 0.0" for a, j in columns.items() if a not in accs]
+        zeros = [j for a, j in columns.items() if a not in accs]
+        out = self._blocks(accs, body, columns=[columns[a] for a in accs], zeros=zeros)
+        # Once every block is done, the block sums in block order (else the caller adds them,
+        # after waiting: NaN and -1 say so).
         out += [
+            "    if not _all_done:",
+            "        return np.nan, -1.0, _scale",
             "    _total = 0.0",
             "    _nbad = 0.0",
-            "    for _b in range(_b0, _b1):",
+            "    for _b in range(_b1):",
             "        _total += _parts[_b, 0]",
             "        _nbad += _parts[_b, 1]",
             "    return _total, _nbad, _scale",
