@@ -37,7 +37,7 @@ class Derived:
     weight: sp.Expr
     grads: tuple[tuple[str, sp.Expr], ...]
     hessians: tuple[tuple[str, sp.Expr], ...]
-    # (message, hint) when the Hessian diagonal is not supported (see _MixedPositions); the
+    # (message, hint) when the Hessian diagonal is not supported (_HessianUnsupported); the
     # value and gradient still are, and the kernels raise it only when a Hessian is asked for.
     hessian_error: tuple[str, str] | None = None
 
@@ -83,16 +83,31 @@ def _derive_with(lowered: Lowered, hessian: bool, table: Aggregates, differ: _Di
     for name in lowered.loss.wrt:
         x = lowered.inputs[name]
         g = differ.d(differ.phi, x, full=False)
-        _check_size(g, lowered, name)
+        if _too_large(g):
+            raise DerivationError(
+                f"the derivative with respect to '{name}' grew past {MAX_OPS} operations",
+                lowered.loss.span,
+                lowered.loss.source,
+                "name repeated subexpressions or split the loss",
+            )
         grads.append((name, g))
     error = None
     if hessian:
         try:
             for name, g in grads:
                 h = differ.d(g, lowered.inputs[name], full=True)
-                _check_size(h, lowered, name)
+                if _too_large(h):
+                    # The value and gradient stand: only Hessian calls raise this.
+                    raise _HessianUnsupported(
+                        f"the Hessian diagonal with respect to '{name}' grew past {MAX_OPS} "
+                        "operations",
+                        lowered.loss.span,
+                        lowered.loss.source,
+                        "value and gradient are available; for the Hessian, name repeated "
+                        "subexpressions or split the loss",
+                    )
                 hessians.append((name, h))
-        except _MixedPositions as exc:
+        except _HessianUnsupported as exc:
             hessians, error = [], (exc.message, exc.hint or "")
     formulas = [lowered.value, lowered.weight, *(q.expr for q in table.items.values())]
     formulas += [e for _, e in (*grads, *hessians)]
@@ -112,20 +127,19 @@ _ROW_FUNCTION = "that a row function (sum[C], softmax[C], a gather, ...) mixes a
 _BROADCAST = "of a per-sample input (broadcast along the axis, it moves every position)"
 
 
-class _MixedPositions(DerivationError):
+class _HessianUnsupported(DerivationError):
+    """No Hessian diagonal, where the value and gradient are fine: it is raised on Hessian
+    calls only (`Derived.hessian_error`)."""
+
+
+class _MixedPositions(_HessianUnsupported):
     """The Hessian diagonal would need d T[c'] / d x[c] for every c' of a per-class total."""
 
 
-def _check_size(expr: sp.Expr, lowered: Lowered, name: str) -> None:
+def _too_large(expr: sp.Expr) -> bool:
     # count_ops walks the expanded tree: bound that walk first (shared subtrees can make the
     # tree exponentially larger than the expression's DAG).
-    if not limits.tree_within(expr, 4 * MAX_OPS) or sp.count_ops(expr) > MAX_OPS:
-        raise DerivationError(
-            f"the derivative with respect to '{name}' grew past {MAX_OPS} operations",
-            lowered.loss.span,
-            lowered.loss.source,
-            "name repeated subexpressions or split the loss",
-        )
+    return not limits.tree_within(expr, 4 * MAX_OPS) or sp.count_ops(expr) > MAX_OPS
 
 
 def _times(dq: sp.Expr, jq: sp.Expr) -> sp.Expr:

@@ -15,7 +15,7 @@ import pytest
 import lossdsl
 from lossdsl import ir, limits
 from lossdsl.cli import main
-from lossdsl.errors import LossDSLError, SpecShapeError, SpecSyntaxError
+from lossdsl.errors import DerivationError, LossDSLError, SpecShapeError, SpecSyntaxError
 from lossdsl.parse import decode_spec, parse_spec
 from lossdsl.registry import Registry
 
@@ -215,3 +215,25 @@ def test_long_literals_are_floats_with_exact_values() -> None:
     np.testing.assert_allclose(g2, da + db + dc, rtol=1e-10)
     dx0 = a[:, None] / 3 - (1 - b**2) * np.exp(math.pi * x2[:, None] - x0) / 3
     np.testing.assert_allclose(g0, dx0, rtol=1e-10, atol=1e-15)
+
+
+def test_a_hessian_past_the_size_bound_leaves_value_and_gradient() -> None:
+    """Random spec 710742: its Hessian diagonal grows past limits.MAX_OPS while its gradient
+    does not. Value and gradient run (against central differences); Hessian calls raise the
+    located DerivationError."""
+    regressions = Path(__file__).parent / "regressions"
+    loss = lossdsl.load(regressions / "miscompile-large-hessian-rejected-spec-case.loss")
+    rng = np.random.default_rng(3)
+    x, lab = rng.normal(size=(3, 4)), np.array([0, 1, 2])
+    value, grad = loss.value_and_grad(x, lab, reduction="sum")
+    eps = 1e-6
+    for i, j in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[i, j] = eps
+        fd = (loss(x + d, lab, reduction="sum") - loss(x - d, lab, reduction="sum")) / (2 * eps)
+        assert math.isclose(grad[i, j], fd, rel_tol=1e-5, abs_tol=1e-8)
+    assert np.isfinite(value)
+    with pytest.raises(DerivationError, match="Hessian diagonal") as info:
+        loss.hessian_diag(x, lab)
+    assert info.value.span is not None
+    assert f"{limits.MAX_OPS} operations" in str(info.value)
