@@ -193,8 +193,8 @@ def test_described_signature_is_numbas_type_of_the_kernel_arguments() -> None:
     grads = [np.empty((4, 5))]
     entry, described = host.signature("grad", call, grads, [], loss.definition)
     head, tail = host._head(call, 1), host._tail(call, np.empty(4), grads, [], loss.definition)
-    parts = np.zeros((1, 1))
-    actual = (*head, 0, 0, parts, parts, parts, *tail)
+    sched, parts = np.zeros(3, np.int64), np.zeros((1, 1))
+    actual = (*head, 0, 0, sched, parts, parts, parts, *tail)
     assert entry == "grad_f64"
     assert runtime.numba_signature(described) == tuple(numba.typeof(a) for a in actual)
 
