@@ -58,6 +58,10 @@ def _optional(name: str) -> Any:
 
 torch = _optional("torch")
 jax = _optional("jax")
+if jax is not None:
+    # Without it JAX silently computes the float64 cases in float32 (half the bytes, float32
+    # math): they would not be the same computation as the other columns'.
+    jax.config.update("jax_enable_x64", True)
 if torch is not None:
     # One compiled graph per case: allow them all (the default limit is 8).
     torch._dynamo.config.recompile_limit = 64
@@ -208,6 +212,8 @@ def implementations(kind: str, args: tuple[np.ndarray, ...]) -> dict[str, Impl |
     jf = _jax_fn(kind)
     if jf is not None:
         jargs = [jax.device_put(a) for a in args]
+        if jf(*jargs)[1].dtype != args[0].dtype:  # the same computation as the other columns
+            raise RuntimeError(f"jax computed {kind} in {jf(*jargs)[1].dtype}")
         impls["jax.jit"] = lambda: jax.block_until_ready(jf(*jargs))
     else:
         impls["jax.jit"] = None
