@@ -267,11 +267,11 @@ def run_phases(
 ) -> tuple[float, float]:
     """Run an entry point's phases over `blocks` fixed blocks; returns (value, bad rows).
 
-    Each phase writes one row of block sums per block and adds them up in block order (the
-    next phase reads them the same way), so with any number of threads every sum is taken in
-    the same order: results are bitwise identical whatever `threads` is and whichever thread
-    computes a block (see `lossdsl.workers`: blocks are claimed one at a time, so a busy core
-    does not hold the call).
+    Each phase writes one row of block sums per block; the next phase (for the value, the last
+    phase itself) adds the rows in block order, so with any number of threads every sum is
+    taken in the same order: results are bitwise identical whatever `threads` is and whichever
+    thread computes a block (see `lossdsl.workers`: blocks are claimed one at a time, so a busy
+    core does not hold the call).
 
     `given` replaces the sums of the totals and the adjoints phases (rows of sums over the
     whole batch, see `phase_sums`): those phases do not run, and this batch is one chunk.
